@@ -1,0 +1,3 @@
+#!/bin/sh
+# hello: the smallest possible hive worker.
+echo "hello from ${1:-the hive}"
