@@ -1,0 +1,79 @@
+"""The ``hive`` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .catalog import bundled_catalog
+from .server import DEFAULT_BIND, HiveConfig, default_state_dir, run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hive")
+def main() -> None:
+    """hive: a job daemon that builds workers from PKGBUILD recipes.
+
+    Start one with `hive serve`, then drive it with `keeper`.
+    """
+
+
+@main.command()
+@click.option(
+    "--bind",
+    default=DEFAULT_BIND,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Address to listen on. Port 0 picks a free port (the ready line shows it).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_state_dir,
+    show_default="$XDG_STATE_HOME/hive",
+    help="Where installed workers, builds and job state live.",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=bundled_catalog,
+    show_default="the catalog bundled with hive",
+    help="Directory with one folder per worker recipe (PKGBUILD + files).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 3600),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On cancel, time between SIGTERM and SIGKILL for a job's processes.",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
+)
+def serve(
+    bind: str, state_dir: Path, catalog: Path, grace: float, max_parallel: int | None
+) -> None:
+    """Run the daemon until SIGINT or SIGTERM.
+
+    On shutdown every running job is cancelled, and its whole process tree is
+    torn down, before the hive exits.
+    """
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s hive: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    run(
+        HiveConfig(
+            bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
+        )
+    )

@@ -1,0 +1,255 @@
+"""The ``keeper`` command: drive a hive from a terminal or a script."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import click
+import trio
+
+from . import __version__
+from .client import DEFAULT_URL, ExitCode, HiveClient, HiveError, Refused
+from .follow import Console, Follower, describe_teardown
+
+EXIT_CODES = """\b
+Exit codes:
+  0        the job succeeded (or the request was done)
+  1-123    the job failed: its own exit code (1 if it had none)
+  2        usage error
+  3        the job was cancelled, but not by this keeper
+  4        unknown worker or job
+  5        the hive refused the request (bad input, broken recipe)
+  124      the hive did not confirm a cancel in time
+  125      the hive is unreachable or answered nonsense
+  130      cancelled by this keeper's Ctrl+C, teardown confirmed
+"""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"keeper: {message}", err=True)
+    sys.exit(code)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """trio wraps errors in exception groups; the keeper reports the one inside."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def run(main: Callable[[], Awaitable[int | None]]) -> NoReturn:
+    """Run ``main`` under trio; map failures to one line and an exit code."""
+    try:
+        code = trio.run(main)
+    except BaseException as exc:
+        error = _innermost(exc)
+        if isinstance(error, HiveError):
+            _fail(str(error), error.exit_code)
+        if isinstance(error, KeyboardInterrupt):
+            _fail("interrupted", ExitCode.INTERRUPTED)
+        raise
+    sys.exit(code or 0)
+
+
+class Context:
+    def __init__(self, url: str, quiet: bool) -> None:
+        self.url = url
+        self.console = Console(quiet=quiet)
+
+    def client(self) -> HiveClient:
+        return HiveClient(self.url)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES,
+)
+@click.option(
+    "--hive",
+    "url",
+    envvar="HIVE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    metavar="URL",
+    help="The hive to talk to (also $HIVE_URL).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr; job output only.")
+@click.version_option(__version__, prog_name="keeper")
+@click.pass_context
+def main(ctx: click.Context, url: str, quiet: bool) -> None:
+    """keeper: install workers on a hive and watch their builds.
+
+    \b
+    Typical use:
+      keeper download cbuild --follow     build, watch; Ctrl+C cancels it all
+      keeper jobs                         what the hive is doing
+      keeper follow JOB                   watch a job (Ctrl+C only stops watching)
+      keeper cancel JOB                   cancel and wait for the teardown report
+
+    With --follow, the job's stdout goes to stdout and everything else
+    (job stderr, hive and keeper status lines) to stderr, so
+    `keeper download X --follow > build.log` keeps the build log clean.
+    """
+    ctx.obj = Context(url, quiet)
+
+
+async def _follow(
+    ctx: Context,
+    client: HiveClient,
+    job: dict[str, Any],
+    *,
+    since: int = 0,
+    cancel_on_interrupt: bool,
+) -> int:
+    follower = Follower(client, job["id"], ctx.console, since=since, grace=job["grace"])
+    result = await follower.run(cancel_on_interrupt=cancel_on_interrupt)
+    return result.exit_code
+
+
+@main.command()
+@click.argument("worker")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Stream the build's output; Ctrl+C cancels the build and waits for "
+    "the hive to confirm that every process of it is gone.",
+)
+@pass_context
+def download(ctx: Context, worker: str, follow: bool) -> None:
+    """Install WORKER from the hive's catalog (a build job).
+
+    Without --follow, prints the job id and returns at once.
+    """
+
+    async def main() -> int:
+        async with ctx.client() as client:
+            job = await client.submit(worker)
+            if not follow:
+                click.echo(job["id"])
+                return ExitCode.OK
+            ctx.console.status(f"job {job['id']}: installing {worker}")
+            return await _follow(ctx, client, job, cancel_on_interrupt=True)
+
+    run(main)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@click.option(
+    "--since",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Replay only events after this seq.",
+)
+@click.option(
+    "--cancel-on-interrupt",
+    is_flag=True,
+    help="Ctrl+C cancels the job (as `download --follow` does) instead of only stopping to watch.",
+)
+@pass_context
+def follow(ctx: Context, job_id: str, since: int, cancel_on_interrupt: bool) -> None:
+    """Stream a job's output from the start (or --since), then live, until it ends.
+
+    Exits with the job's outcome (see exit codes below).
+    """
+
+    async def main() -> int:
+        async with ctx.client() as client:
+            job = await client.job(job_id)
+            return await _follow(
+                ctx, client, job, since=since, cancel_on_interrupt=cancel_on_interrupt
+            )
+
+    run(main)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@pass_context
+def cancel(ctx: Context, job_id: str) -> None:
+    """Cancel a job and wait until the hive confirms that none of its processes is left."""
+
+    async def main() -> int:
+        async with ctx.client() as client:
+            try:
+                job = await client.cancel(job_id, wait=True)
+            except Refused as exc:
+                if exc.status != 409:
+                    raise
+                ctx.console.status(f"job {job_id} had already ended: {exc.body.get('state')}")
+                return ExitCode.OK
+            ctx.console.status(
+                f"cancelled: job {job_id} is {job['state']}; "
+                f"teardown: {describe_teardown(job.get('teardown'))}"
+            )
+            return ExitCode.OK
+
+    run(main)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_context
+def jobs(ctx: Context, as_json: bool) -> None:
+    """List the hive's jobs, oldest first."""
+
+    async def main() -> int:
+        async with ctx.client() as client:
+            rows = await client.jobs()
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row))
+            return ExitCode.OK
+        click.echo(f"{'JOB':<12}  {'STATE':<10}  {'WORKER':<16}  {'EXIT':>4}  CREATED")
+        for row in rows:
+            code = "" if row["exit_code"] is None else str(row["exit_code"])
+            click.echo(
+                f"{row['id']:<12}  {row['state']:<10}  {row['worker']:<16}  {code:>4}  "
+                f"{row['created_at']}"
+            )
+        return ExitCode.OK
+
+    run(main)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--json", "as_json", is_flag=True, help="The job record as JSON.")
+@pass_context
+def status(ctx: Context, job_id: str, as_json: bool) -> None:
+    """Show one job: state, exit code, error, teardown report."""
+
+    async def main() -> int:
+        async with ctx.client() as client:
+            job = await client.job(job_id)
+        if as_json:
+            click.echo(json.dumps(job))
+            return ExitCode.OK
+        fields = [
+            ("job", job["id"]),
+            ("worker", job["worker"]),
+            ("state", job["state"]),
+            ("exit code", job["exit_code"]),
+            ("error", job["error"]),
+            ("created", job["created_at"]),
+            ("started", job["started_at"]),
+            ("ended", job["ended_at"]),
+            ("pid/pgid", job["pid"]),
+            ("cancelled by", job["cancel_requested_by"]),
+        ]
+        for name, value in fields:
+            if value is not None:
+                click.echo(f"{name + ':':<14}{value}")
+        if job["teardown"]:
+            click.echo(f"{'teardown:':<14}{describe_teardown(job['teardown'])}")
+        return ExitCode.OK
+
+    run(main)

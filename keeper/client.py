@@ -1,0 +1,192 @@
+"""A typed async client for the hive's HTTP + websocket API.
+
+It turns every way a call can fail into a :class:`HiveError` with a one-line
+message and the exit code the keeper uses for it, so the CLI never shows a
+traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    HandshakeError,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+from hive.protocol import Event, ProtocolError, decode_frame
+
+from . import __version__
+
+DEFAULT_URL = "http://127.0.0.1:7835"
+
+#: trio-websocket refuses bigger messages; the hive sends at most 256 KiB + header.
+MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class ExitCode(enum.IntEnum):
+    """The keeper's exit codes; the job's own code (1-123) is passed through."""
+
+    OK = 0
+    USAGE = 2
+    JOB_CANCELLED = 3
+    NOT_FOUND = 4
+    REFUSED = 5
+    CANCEL_UNCONFIRMED = 124
+    HIVE_ERROR = 125
+    INTERRUPTED = 130
+
+
+class HiveError(Exception):
+    """A call that failed; ``str()`` is the one-line reason."""
+
+    exit_code = ExitCode.HIVE_ERROR
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class HiveUnreachable(HiveError):
+    exit_code = ExitCode.HIVE_ERROR
+
+
+class NotFound(HiveError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class Refused(HiveError):
+    exit_code = ExitCode.REFUSED
+
+
+class StreamInterrupted(HiveError):
+    """The websocket closed before the job's ``end`` event."""
+
+
+def websocket_url(base: str, path: str) -> str:
+    if base.startswith("https://"):
+        return "wss://" + base.removeprefix("https://") + path
+    return "ws://" + base.removeprefix("http://") + path
+
+
+class HiveClient:
+    """``async with HiveClient(url) as hive: await hive.submit("cbuild")``."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise HiveError(f"hive URL must start with http:// or https://, got {url!r}")
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            timeout=timeout,
+            headers={"User-Agent": f"keeper/{__version__}"},
+        )
+
+    async def __aenter__(self) -> HiveClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise HiveUnreachable(f"cannot reach the hive at {self.url}: {_reason(exc)}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise HiveError(
+                f"{self.url} answered {response.status_code} without JSON: is it a hive?",
+                status=response.status_code,
+            ) from None
+        if response.is_success:
+            return body
+        message = body.get("message") if isinstance(body, dict) else None
+        message = message or f"HTTP {response.status_code}"
+        error_class = (
+            NotFound
+            if response.status_code == 404
+            else (Refused if response.status_code < 500 else HiveError)
+        )
+        raise error_class(message, status=response.status_code, body=body)
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", "/v1/health")
+        return result
+
+    async def submit(self, worker: str) -> dict[str, Any]:
+        body = {"operation": "worker_download", "worker": worker}
+        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body)
+        return result
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        result = await self._request("GET", "/v1/jobs")
+        return list(result["jobs"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}")
+        return result
+
+    async def cancel(self, job_id: str, *, wait: bool = False) -> dict[str, Any]:
+        """Ask for cancellation. A job that already ended raises :class:`Refused`
+        (status 409) whose ``body["state"]`` is its final state."""
+        params = {"wait": "true"} if wait else {}
+        timeout = None if wait else self._http.timeout
+        result: dict[str, Any] = await self._request(
+            "DELETE", f"/v1/jobs/{job_id}", params=params, timeout=timeout
+        )
+        return result
+
+    @asynccontextmanager
+    async def stream(self, job_id: str, *, since: int = 0) -> AsyncIterator[AsyncIterator[Event]]:
+        """The job's events after ``since``, ending after the ``end`` event.
+
+        Raises :class:`StreamInterrupted` if the connection is lost first.
+        """
+        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?since={since}")
+        try:
+            async with open_websocket_url(url, max_message_size=MAX_MESSAGE) as ws:
+                yield _events(ws)
+        except HandshakeError as exc:
+            raise StreamInterrupted(f"websocket handshake with {self.url} failed: {exc}") from None
+        except OSError as exc:
+            raise StreamInterrupted(f"cannot reach the hive at {self.url}: {exc}") from None
+
+
+async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
+    while True:
+        try:
+            message = await ws.get_message()
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            code = getattr(reason, "code", None)
+            text = getattr(reason, "reason", None) or ""
+            if code is not None and 4400 <= code < 4500:
+                error = NotFound if code == 4404 else Refused
+                raise error(text or f"the hive closed the stream ({code})") from None
+            raise StreamInterrupted(
+                f"stream closed before the job ended ({code}{': ' + text if text else ''})"
+            ) from None
+        try:
+            yield decode_frame(message)
+        except ProtocolError as exc:
+            raise HiveError(f"hive sent a bad frame: {exc}") from None
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused (is `hive serve` running?)"
+    return text.splitlines()[0]
