@@ -1,0 +1,215 @@
+"""Test support: a real `hive serve` on a real socket, a real `keeper`, and a
+check that no process of a job is left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_RECIPES = Path(__file__).resolve().parent / "recipes"
+READY = re.compile(r"ready on (http://\S+)")
+
+#: Generous bounds for a loaded 2-core CI machine; waits end on events, these
+#: only keep a broken test from hanging.
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 30.0
+
+
+def job_processes(job_id: str) -> list[int]:
+    """Live (non-zombie) processes whose environment names ``job_id``."""
+    needle = f"HIVE_JOB_ID={job_id}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry.name}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if needle in environ and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Hive:
+    """A running `hive serve` subprocess."""
+
+    process: trio.Process
+    url: str
+    state_dir: Path
+    log_lines: list[str] = field(default_factory=list)
+    exited: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.log_lines)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30)
+
+    async def job_ids(self) -> list[str]:
+        async with self.client() as client:
+            response = await client.get("/v1/jobs")
+            return [job["id"] for job in response.json()["jobs"]]
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(sig)
+        with trio.fail_after(STOP_TIMEOUT):
+            return await self.process.wait()
+
+
+async def _pump_lines(
+    stream: trio.abc.ReceiveStream, lines: list[str], ready: trio.Event, found: list[str]
+) -> None:
+    buffer = b""
+    async with stream:
+        while chunk := await stream.receive_some(65536):
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                if not ready.is_set() and (match := READY.search(line)):
+                    found.append(match.group(1))
+                    ready.set()
+    ready.set()  # EOF before ready: the caller sees no URL
+
+
+@asynccontextmanager
+async def running_hive(
+    state_dir: Path,
+    *,
+    catalog: Path = TEST_RECIPES,
+    grace: float = 1.0,
+    extra: Sequence[str] = (),
+) -> AsyncIterator[Hive]:
+    """Start `hive serve` on a free port; stop it and check for leftovers after."""
+    argv = [
+        sys.executable,
+        "-m",
+        "hive",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state_dir),
+        "--catalog",
+        str(catalog),
+        "--grace",
+        str(grace),
+        *extra,
+    ]
+    process = await trio.lowlevel.open_process(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT
+    )
+    lines: list[str] = []
+    ready = trio.Event()
+    found: list[str] = []
+    async with trio.open_nursery() as nursery:
+        assert process.stderr is not None
+        nursery.start_soon(_pump_lines, process.stderr, lines, ready, found)
+        try:
+            with trio.fail_after(START_TIMEOUT):
+                await ready.wait()
+            assert found, "hive exited before it was ready:\n" + "\n".join(lines)
+            hive = Hive(process, found[0], state_dir, lines)
+            ids: list[str] = []
+            try:
+                yield hive
+            finally:
+                if process.returncode is None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        ids = await hive.job_ids()
+                    await hive.stop()
+            left = {job_id: job_processes(job_id) for job_id in ids}
+            assert not any(left.values()), f"processes left behind: {left}"
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+@dataclass
+class KeeperRun:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+async def keeper(hive: Hive, *args: str, timeout: float = 60.0) -> KeeperRun:
+    """Run `keeper --hive URL ARGS...` to completion."""
+    with trio.fail_after(timeout):
+        done = await trio.run_process(
+            [sys.executable, "-m", "keeper", "--hive", hive.url, *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+        )
+    return KeeperRun(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
+
+
+class LineWatcher:
+    """Collects a pipe's output and lets a test wait for a substring."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self._grown = trio.Event()
+        self.eof = False
+
+    async def pump(self, stream: trio.abc.ReceiveStream) -> None:
+        async with stream:
+            while chunk := await stream.receive_some(65536):
+                self.data += chunk
+                self._grown.set()
+                self._grown = trio.Event()
+        self.eof = True
+        self._grown.set()
+
+    async def wait_for(self, needle: bytes, timeout: float = 30.0) -> None:
+        with trio.fail_after(timeout):
+            while needle not in self.data:
+                assert not self.eof, f"EOF before {needle!r}; got {self.data[-2000:]!r}"
+                await self._grown.wait()
+
+
+@asynccontextmanager
+async def keeper_process(
+    hive: Hive, *args: str
+) -> AsyncIterator[tuple[trio.Process, LineWatcher, LineWatcher]]:
+    """A keeper running in the background, its stdout and stderr watched."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "keeper", "--hive", hive.url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, err = LineWatcher(), LineWatcher()
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stdout is not None and process.stderr is not None
+            nursery.start_soon(out.pump, process.stdout)
+            nursery.start_soon(err.pump, process.stderr)
+            yield process, out, err
+            with trio.fail_after(60):
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
