@@ -95,7 +95,7 @@ class Installer:
         job.message(f"installed {recipe.name} {recipe.full_version} into {target}")
 
     def installed(self) -> list[InstalledWorker]:
-        result = []
+        result: list[InstalledWorker] = []
         if not self.workers.is_dir():
             return result
         for manifest_path in sorted(self.workers.glob("*/*/.hive-manifest.json")):

@@ -340,7 +340,7 @@ class _Reader:
             with self.scope:
                 async with self.pipe:
                     while chunk := await self.pipe.receive_some(PIPE_SIZE):
-                        self.job.log.append_output(self.stream, chunk)
+                        self.job.log.append_output(self.stream, bytes(chunk))
         finally:
             self.done.set()
 

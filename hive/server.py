@@ -23,6 +23,7 @@ from .api import create_app
 from .catalog import Catalog, bundled_catalog
 from .install import Installer
 from .jobs import JobEngine
+from .services import Services
 
 log = logging.getLogger("hive")
 
@@ -59,7 +60,7 @@ async def serve(
     engine = JobEngine(grace=config.grace, max_parallel=config.max_parallel)
     installer = Installer(Catalog(config.catalog), config.state_dir)
     layers = teardown_layers()
-    app = create_app(engine, installer, layers=layers)
+    app = create_app(Services(engine=engine, installer=installer, layers=layers))
 
     hyper = HypercornConfig()
     hyper.bind = [config.bind]

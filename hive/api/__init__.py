@@ -1,0 +1,52 @@
+"""The hive's HTTP + websocket API: a thin quart-trio app over the engine.
+
+Each area of the API is a blueprint in its own module; this module only wires
+them together and turns every error into the JSON error shape of
+:mod:`hive.api.errors`. See ``docs/api.md`` for the protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ..services import Services
+from .context import EXTENSION
+from .errors import ApiError, error_response
+from .jobs import blueprint as jobs_blueprint
+from .system import blueprint as system_blueprint
+
+log = logging.getLogger("hive.api")
+
+#: Largest request body accepted; job requests are a few dozen bytes.
+MAX_BODY = 64 * 1024
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("hive")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
+    app.extensions[EXTENSION] = services
+
+    app.register_blueprint(system_blueprint)
+    app.register_blueprint(jobs_blueprint)
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc)
+        return error_response(exc.status, exc.code, str(exc), **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; see the hive's log")
+
+    return app

@@ -1,0 +1,25 @@
+"""Routes about the hive itself."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, jsonify
+
+from .. import __version__
+from .context import services
+
+blueprint = Blueprint("system", __name__)
+
+
+@blueprint.get("/v1/health")
+async def health() -> Response:
+    hive = services()
+    jobs = hive.engine.jobs()
+    return jsonify(
+        {
+            "status": "ok",
+            "version": __version__,
+            "grace": hive.engine.grace,
+            "teardown_layers": hive.layers,
+            "jobs": {"total": len(jobs), "active": sum(not job.state.final for job in jobs)},
+        }
+    )

@@ -1,0 +1,20 @@
+"""The engine-side objects a running hive is made of, bundled for the API.
+
+Routes reach them through :func:`hive.api.context.services`; nothing here
+knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .install import Installer
+from .jobs import JobEngine
+
+
+@dataclass
+class Services:
+    engine: JobEngine
+    installer: Installer
+    #: Teardown mechanisms in use, as reported at start-up and by /v1/health.
+    layers: list[str] = field(default_factory=list)
