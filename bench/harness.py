@@ -1,0 +1,341 @@
+"""What every benchmark needs: a real hive, keeper commands, readings from
+``/proc``, timed subprocesses, and the statistics that turn samples into figures.
+
+Everything here drives real processes over real sockets; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from keeper.client import HiveClient
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "bench" / "recipes"
+BUNDLED_RECIPES = ROOT / "hive" / "recipes"
+MAKEPKG = ROOT / "hive" / "makepkg.sh"
+PYTHON = sys.executable
+READY = re.compile(r"ready on (http://\S+)")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+#: Bounds that only keep a broken run from hanging; waits end on events.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+
+MB = 1_000_000
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), linearly interpolated between ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Figure:
+    """One measured quantity: its samples, and how it compares with a baseline
+    measured in the same run and with the aim we set ourselves."""
+
+    benchmark: str
+    name: str
+    unit: str
+    samples: list[float]
+    #: Name of the figure (same benchmark) this one is divided by.
+    baseline: str | None = None
+    ratio: float | None = None
+    aim: str | None = None
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else math.nan
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.samples, 99)
+
+    def compare(self, baseline: Figure) -> Figure:
+        """Set the ratio of the medians, this over ``baseline``."""
+        self.baseline = baseline.name
+        self.ratio = self.median / baseline.median if baseline.median else math.nan
+        return self
+
+    def judge(self, aim: str, met: bool) -> Figure:
+        self.aim, self.met = aim, met
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "name": self.name,
+            "unit": self.unit,
+            "n": len(self.samples),
+            "median": self.median,
+            "p99": self.p99,
+            "min": min(self.samples, default=math.nan),
+            "max": max(self.samples, default=math.nan),
+            "baseline": self.baseline,
+            "ratio": self.ratio,
+            "aim": self.aim,
+            "met": self.met,
+            "note": self.note,
+            "samples": self.samples,
+        }
+
+
+@dataclass
+class Context:
+    """Settings of one ``python -m bench`` run, and its scratch space."""
+
+    quick: bool
+    tmp: Path
+    log: Callable[[str], None]
+
+    def repeats(self, full: int, quick: int = 1) -> int:
+        return quick if self.quick else full
+
+    def scratch(self, prefix: str) -> Path:
+        """A fresh empty directory (removed with the whole run's tmp)."""
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.tmp))
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a live process, in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / MB
+    raise LookupError(f"no VmHWM for pid {pid}")
+
+
+def process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, session id, state) for every process on the machine."""
+    table: dict[int, tuple[int, int, str]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
+    return table
+
+
+def tree(root: int, table: dict[int, tuple[int, int, str]] | None = None) -> set[int]:
+    """Live pids of ``root`` and its descendants (by parent links), and of
+    anything else in ``root``'s session (orphans reparented to PID 1)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _sid, _state) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    stack = [root, *(pid for pid, (_p, sid, _s) in table.items() if sid == root)]
+    while stack:
+        pid = stack.pop()
+        if pid not in found and pid in table:
+            found.add(pid)
+            stack.extend(children.get(pid, ()))
+    return {pid for pid in found if table[pid][2] not in ("Z", "X")}
+
+
+async def wait_for_tree(root: int, size: int, timeout: float = 20.0) -> set[int]:
+    """Wait until ``root``'s tree has ``size`` live processes; return their pids.
+
+    A fork makes no event we could wait on, so this polls /proc, briefly.
+    """
+    with trio.fail_after(timeout):
+        while len(pids := tree(root)) < size:
+            await trio.sleep(0.005)
+    return pids
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids of ``pids`` that are still running (not zombies)."""
+    table = process_table()
+    return {pid for pid in pids if pid in table and table[pid][2] not in ("Z", "X")}
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL leftovers a peer did not clean up, so the run leaves nothing behind."""
+    for pid in alive(pids):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- processes
+
+
+async def run_timed(
+    argv: Sequence[str],
+    *,
+    stdout: int = subprocess.DEVNULL,
+    cwd: Path = ROOT,
+    timeout: float = 600.0,
+) -> float:
+    """Run ``argv`` to completion; return its wall time. A failure is an error."""
+    started = time.perf_counter()
+    with trio.fail_after(timeout):
+        done = await trio.run_process(
+            list(argv), stdout=stdout, capture_stderr=True, check=False, cwd=cwd
+        )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{argv[0]} … exited {done.returncode}: {' | '.join(tail)}")
+    return elapsed
+
+
+def makepkg_argv(recipe: Path, build_dir: Path) -> list[str]:
+    """The exact command a hive job runs for ``recipe``."""
+    return ["bash", str(MAKEPKG), str(recipe), str(build_dir)]
+
+
+def shell_pipe_to_null(argv: Sequence[str]) -> list[str]:
+    """``argv | cat > /dev/null``: the command's output through a pipe, as fast
+    as a pipe goes."""
+    return ["sh", "-c", '"$@" | cat > /dev/null', "sh", *argv]
+
+
+@dataclass
+class Hive:
+    """A running ``hive serve`` subprocess."""
+
+    process: trio.Process
+    url: str
+    ready_seconds: float
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def client(self, timeout: float = 60.0) -> HiveClient:
+        return HiveClient(self.url, timeout=timeout)
+
+    def keeper(self, *args: str) -> list[str]:
+        return [PYTHON, "-m", "keeper", "--hive", self.url, *args]
+
+
+async def _pump_log(
+    stream: trio.abc.ReceiveStream, lines: list[str], ready: Callable[[str], None]
+) -> None:
+    buffer = b""
+    async with stream:
+        while chunk := await stream.receive_some(65536):
+            *complete, buffer = (buffer + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace")
+                lines.append(line)
+                if match := READY.search(line):
+                    ready(match.group(1))
+
+
+@asynccontextmanager
+async def running_hive(
+    state_dir: Path,
+    *,
+    catalog: Path = RECIPES,
+    grace: float = 5.0,
+    max_parallel: int | None = None,
+) -> AsyncIterator[Hive]:
+    """``hive serve`` on a free port, from this checkout; stopped (SIGTERM) after."""
+    argv = [
+        PYTHON,
+        "-m",
+        "hive",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state_dir),
+        "--catalog",
+        str(catalog),
+        "--grace",
+        str(grace),
+    ]
+    if max_parallel is not None:
+        argv += ["--max-parallel", str(max_parallel)]
+    started = time.perf_counter()
+    process = await trio.lowlevel.open_process(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    lines: list[str] = []
+    urls: list[str] = []
+    ready = trio.Event()
+    ready_at: list[float] = []
+
+    def on_ready(url: str) -> None:
+        ready_at.append(time.perf_counter())
+        urls.append(url)
+        ready.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stderr is not None
+            nursery.start_soon(_pump_log, process.stderr, lines, on_ready)
+            with trio.fail_after(START_TIMEOUT):
+                async with trio.open_nursery() as waiter:
+                    waiter.start_soon(_cancel_when_exited, process, waiter.cancel_scope)
+                    await ready.wait()
+                    waiter.cancel_scope.cancel()
+            if not urls:
+                raise RuntimeError("hive exited before it was ready:\n" + "\n".join(lines[-20:]))
+            yield Hive(process, urls[0], ready_at[0] - started, lines)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(STOP_TIMEOUT):
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
+async def _cancel_when_exited(process: trio.Process, scope: trio.CancelScope) -> None:
+    await process.wait()
+    scope.cancel()
+
+
+async def wait_job_ended(hive: Hive, job_id: str) -> dict[str, Any]:
+    """Block until the job's ``end`` event; return it. Uses the keeper's client."""
+    async with hive.client() as client, client.stream(job_id) as events:
+        async for event in events:
+            if getattr(event, "type", None) == "end":
+                return dict(event.body)  # type: ignore[union-attr]
+    raise RuntimeError(f"job {job_id}: stream ended without an end event")

@@ -1,0 +1,153 @@
+"""Streaming overhead: a job's output followed live by ``keeper download X
+--follow > /dev/null``, against the very same command (``makepkg.sh`` on the
+same recipe) run directly into a pipe, measured in the same run.
+
+Each hive sample starts a fresh hive (outside the timing), so that no sample
+inherits the memory of an earlier one. The hive sample is end to end: submit,
+build, stream, install, keeper exit — what a user waits for.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from .harness import (
+    BUNDLED_RECIPES,
+    MB,
+    RECIPES,
+    Context,
+    Figure,
+    cpu_seconds,
+    makepkg_argv,
+    peak_rss_mb,
+    run_timed,
+    running_hive,
+    shell_pipe_to_null,
+)
+
+#: The end-to-end rate bulk output must reach, and the share of the pipe's.
+BULK_RATE = 200.0
+RATE_SHARE = 0.7
+#: A followed build may take this much longer than the build run directly.
+BUILD_OVERHEAD = 1.02
+
+
+@dataclass(frozen=True)
+class Workload:
+    benchmark: str
+    recipe: str
+    catalog: Path
+    #: Compare rates (MB/s) when True, wall times (s) when False.
+    rate: bool
+    full_repeats: int
+    quick_repeats: int
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.catalog / self.recipe
+
+
+BULK = Workload("bulk", "bulk", RECIPES, rate=True, full_repeats=5, quick_repeats=2)
+LINES = Workload("lines", "lines", RECIPES, rate=True, full_repeats=3, quick_repeats=1)
+CBUILD = Workload("cbuild", "cbuild", BUNDLED_RECIPES, rate=False, full_repeats=3, quick_repeats=1)
+
+
+async def direct_to_cat(ctx: Context, work: Workload) -> float:
+    """The limit: ``makepkg.sh … | cat > /dev/null``."""
+    return await run_timed(shell_pipe_to_null(makepkg_argv(work.recipe_dir, ctx.scratch("build"))))
+
+
+async def direct_to_python(ctx: Context, work: Workload) -> tuple[float, int]:
+    """The limit for a Python reader: the pipe read by trio, 1 MiB at a time.
+
+    Returns the wall time and the byte count of the job's stdout.
+    """
+    argv = makepkg_argv(work.recipe_dir, ctx.scratch("build"))
+    started = time.perf_counter()
+    process = await trio.lowlevel.open_process(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    size = 0
+    async with process.stdout:
+        while chunk := await process.stdout.receive_some(1 << 20):
+            size += len(chunk)
+    if await process.wait() != 0:
+        raise RuntimeError(f"{work.recipe}: direct run exited {process.returncode}")
+    return time.perf_counter() - started, size
+
+
+@dataclass
+class HiveSample:
+    wall: float
+    hive_cpu: float
+    hive_rss: float
+
+
+async def through_hive(ctx: Context, work: Workload) -> HiveSample:
+    """``keeper -q download RECIPE --follow > /dev/null`` on a fresh hive."""
+    async with running_hive(ctx.scratch("state"), catalog=work.catalog) as hive:
+        cpu = cpu_seconds(hive.pid)
+        wall = await run_timed(hive.keeper("-q", "download", work.recipe, "--follow"))
+        return HiveSample(wall, cpu_seconds(hive.pid) - cpu, peak_rss_mb(hive.pid))
+
+
+async def measure(ctx: Context, work: Workload) -> list[Figure]:
+    pipe: list[float] = []
+    python: list[float] = []
+    hive: list[HiveSample] = []
+    size = 0
+    repeats = ctx.repeats(work.full_repeats, work.quick_repeats)
+    for i in range(repeats):
+        ctx.log(f"{work.benchmark}: round {i + 1}/{repeats}")
+        pipe.append(await direct_to_cat(ctx, work))
+        wall, size = await direct_to_python(ctx, work)
+        python.append(wall)
+        hive.append(await through_hive(ctx, work))
+
+    def figure(name: str, walls: list[float]) -> Figure:
+        if work.rate:
+            return Figure(work.benchmark, name, "MB/s", [size / MB / w for w in walls])
+        return Figure(work.benchmark, name, "s", walls)
+
+    limit = figure("direct: makepkg.sh | cat > /dev/null", pipe)
+    reader = figure("direct: makepkg.sh → Python (trio) reader", python).compare(limit)
+    followed = figure("hive → keeper download --follow > /dev/null", [s.wall for s in hive])
+    followed.compare(limit)
+    figures = [limit, reader, followed]
+    if work.benchmark == "bulk":
+        followed.judge(
+            f"≥ {BULK_RATE:g} MB/s and ≥ {RATE_SHARE:g}x direct",
+            followed.median >= BULK_RATE and (followed.ratio or 0) >= RATE_SHARE,
+        )
+    elif work.rate:
+        followed.judge(f"≥ {RATE_SHARE:g}x direct", (followed.ratio or 0) >= RATE_SHARE)
+    else:
+        followed.judge(f"≤ {BUILD_OVERHEAD:g}x direct", (followed.ratio or 99) <= BUILD_OVERHEAD)
+    if work.rate:
+        figures[0].note = f"job stdout: {size:,} bytes"
+    figures += [
+        Figure(work.benchmark, "hive CPU during the hive run", "s", [s.hive_cpu for s in hive]),
+        Figure(work.benchmark, "hive peak RSS (VmHWM)", "MB", [s.hive_rss for s in hive]),
+    ]
+    return figures
+
+
+async def bulk(ctx: Context) -> list[Figure]:
+    """1 GiB in 64 KiB writes."""
+    return await measure(ctx, BULK)
+
+
+async def lines(ctx: Context) -> list[Figure]:
+    """10 M short lines, one write(2) each."""
+    return await measure(ctx, LINES)
+
+
+async def cbuild(ctx: Context) -> list[Figure]:
+    """The bundled C build (make -j$(nproc)), followed live vs run directly."""
+    return await measure(ctx, CBUILD)
