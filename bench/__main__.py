@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from . import stream
+from . import cancel, latency, stream
 from .harness import Context, Figure
 from .report import Run, write_results
 
@@ -23,6 +23,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bulk": stream.bulk,
     "lines": stream.lines,
     "cbuild": stream.cbuild,
+    "latency": latency.latency,
+    "cancel": cancel.cancel,
 }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from hive.proctree import ProcStat, read_stat, snapshot
 from keeper.client import HiveClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ class Figure:
     #: Name of the figure (same benchmark) this one is divided by.
     baseline: str | None = None
     ratio: float | None = None
+    ratio_p99: float | None = None
     aim: str | None = None
     met: bool | None = None
     note: str = ""
@@ -78,9 +80,10 @@ class Figure:
         return percentile(self.samples, 99)
 
     def compare(self, baseline: Figure) -> Figure:
-        """Set the ratio of the medians, this over ``baseline``."""
+        """Set the ratios of the medians and of the p99s, this over ``baseline``."""
         self.baseline = baseline.name
         self.ratio = self.median / baseline.median if baseline.median else math.nan
+        self.ratio_p99 = self.p99 / baseline.p99 if baseline.p99 else math.nan
         return self
 
     def judge(self, aim: str, met: bool) -> Figure:
@@ -99,6 +102,7 @@ class Figure:
             "max": max(self.samples, default=math.nan),
             "baseline": self.baseline,
             "ratio": self.ratio,
+            "ratio_p99": self.ratio_p99,
             "aim": self.aim,
             "met": self.met,
             "note": self.note,
@@ -142,60 +146,60 @@ def peak_rss_mb(pid: int) -> float:
     raise LookupError(f"no VmHWM for pid {pid}")
 
 
-def process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, session id, state) for every process on the machine."""
-    table: dict[int, tuple[int, int, str]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[0])
-    return table
+#: A process named without ambiguity: (pid, start time in clock ticks since
+#: boot). pid_max is 32768 here, so a bare pid can be recycled within a run.
+Proc = tuple[int, int]
 
 
-def tree(root: int, table: dict[int, tuple[int, int, str]] | None = None) -> set[int]:
-    """Live pids of ``root`` and its descendants (by parent links), and of
+def tree(root: int, procs: dict[int, ProcStat] | None = None) -> set[Proc]:
+    """Live processes of ``root`` and its descendants (by parent links), and
     anything else in ``root``'s session (orphans reparented to PID 1)."""
-    table = process_table() if table is None else table
+    procs = snapshot() if procs is None else procs
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _sid, _state) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for stat in procs.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
     found: set[int] = set()
-    stack = [root, *(pid for pid, (_p, sid, _s) in table.items() if sid == root)]
+    stack = [root, *(stat.pid for stat in procs.values() if stat.sid == root)]
     while stack:
         pid = stack.pop()
-        if pid not in found and pid in table:
+        if pid not in found and pid in procs:
             found.add(pid)
             stack.extend(children.get(pid, ()))
-    return {pid for pid in found if table[pid][2] not in ("Z", "X")}
+    return {(pid, procs[pid].start_time) for pid in found if not procs[pid].dead}
 
 
-async def wait_for_tree(root: int, size: int, timeout: float = 20.0) -> set[int]:
-    """Wait until ``root``'s tree has ``size`` live processes; return their pids.
+async def wait_for_tree(root: int, size: int, timeout: float = 20.0) -> set[Proc]:
+    """Wait until ``root``'s tree has ``size`` live processes; return them.
 
     A fork makes no event we could wait on, so this polls /proc, briefly.
     """
     with trio.fail_after(timeout):
-        while len(pids := tree(root)) < size:
+        while len(procs := tree(root)) < size:
             await trio.sleep(0.005)
-    return pids
+    return procs
 
 
-def alive(pids: set[int]) -> set[int]:
-    """The pids of ``pids`` that are still running (not zombies)."""
-    table = process_table()
-    return {pid for pid in pids if pid in table and table[pid][2] not in ("Z", "X")}
+def alive(procs: set[Proc]) -> set[Proc]:
+    """Those of ``procs`` that still run (not zombies, not a recycled pid)."""
+    now = snapshot()
+    return {
+        (pid, start)
+        for pid, start in procs
+        if pid in now and now[pid].start_time == start and not now[pid].dead
+    }
 
 
-def kill_all(pids: set[int]) -> None:
-    """SIGKILL leftovers a peer did not clean up, so the run leaves nothing behind."""
-    for pid in alive(pids):
+def kill_all(procs: set[Proc]) -> None:
+    """SIGKILL what a peer left behind, so that the run leaves nothing."""
+    for pid, start in alive(procs):
         with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            pidfd = os.pidfd_open(pid)
+            try:
+                stat = read_stat(pid)
+                if stat is not None and stat.start_time == start:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            finally:
+                os.close(pidfd)
 
 
 # ---------------------------------------------------------------- processes

@@ -138,8 +138,8 @@ def markdown(run: Run) -> str:
         f"Linux {m['kernel']}, Python {m['python']}. "
         f"Load average (1/5/15 min) before: {load}; after: {after}.",
         "",
-        "Every ratio divides the median by the median of the baseline named, "
-        "measured in the same run. n = samples; p99 interpolated.",
+        "Every ratio divides a median (and a p99) by the median (p99) of the baseline "
+        "named, measured in the same run. n = samples; p99 interpolated between ranks.",
         "",
     ]
     for name in run.names:
@@ -147,11 +147,15 @@ def markdown(run: Run) -> str:
         lines += [
             f"### {name} ({run.seconds.get(name, 0):.0f} s)",
             "",
-            "| figure | unit | median | p99 | n | ratio (baseline) | aim | met |",
+            "| figure | unit | median | p99 | n | ratio: median / p99 (baseline) | aim | met |",
             "| --- | --- | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for f in figures:
-            ratio = f"{f.ratio:.3f}x ({f.baseline})" if f.ratio is not None else ""
+            ratio = (
+                f"{number(f.ratio)}x / {number(f.ratio_p99)}x ({f.baseline})"
+                if f.ratio is not None
+                else ""
+            )
             aim = f.aim or ""
             met = {True: "yes", False: "**no**", None: ""}[f.met]
             lines.append(

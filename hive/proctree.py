@@ -77,11 +77,21 @@ def parse_stat(text: str) -> ProcStat:
 
 
 def read_stat(pid: int) -> ProcStat | None:
+    # os.open/os.read rather than open(): a text-mode file object costs as much
+    # again as the kernel's own work, and teardown reads every process on the
+    # machine several times while the caller waits for the job's end event.
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return parse_stat(f.read())
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError):
         return None
+    try:
+        data = os.read(fd, 4096)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+    # The command name is whatever the process chose: any bytes, not always UTF-8.
+    return parse_stat(data.decode(errors="replace"))
 
 
 def snapshot() -> dict[int, ProcStat]:
@@ -275,7 +285,12 @@ class TreeKiller:
         """Send ``sig`` to every member, including any that appear, until all
         have exited or ``deadline`` passes."""
         while True:
-            self._discover()
+            # A scan taken after every tracked member had exited, that finds no
+            # new member, proves the job empty (a member's children exist before
+            # it exits, so that scan sees them).
+            settled = not self._alive()
+            if not self._discover() and settled:
+                return
             targets = [t for t in self._alive() if sig not in t.signals]
             for tracked in targets:
                 tracked.signals.add(sig)
@@ -294,10 +309,7 @@ class TreeKiller:
                 )
             alive = self._alive()
             if not alive:
-                # Nothing tracked is alive: one more scan decides whether we are done.
-                if not self._discover():
-                    return
-                continue
+                continue  # the next scan decides whether we are done
             if trio.current_time() >= deadline:
                 return
             with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
