@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from . import cancel, latency, stream
+from . import cancel, idle, latency, scale, stream
 from .harness import Context, Figure
 from .report import Run, write_results
 
@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "cbuild": stream.cbuild,
     "latency": latency.latency,
     "cancel": cancel.cancel,
+    "scale": scale.scale,
+    "idle": idle.idle,
 }
 
 
