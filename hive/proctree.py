@@ -239,13 +239,20 @@ class TreeKiller:
         started = time.monotonic()
         report = TeardownReport()
         try:
-            await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
-            if self._alive():
-                await self._phase(signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report)
+            empty = await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
+            if not empty:
+                empty = await self._phase(
+                    signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report
+                )
             # Reap the leader ourselves so that it is not a zombie in our table.
             with trio.move_on_after(KILL_TIMEOUT):
                 await self._leader.wait()
-            left = select_members(snapshot(), self._job, (t.pid for t in self._alive()))
+            # A phase that proved the job empty needs no second look at /proc.
+            left = (
+                set()
+                if empty
+                else select_members(snapshot(), self._job, (t.pid for t in self._alive()))
+            )
             report.left = len(left)
             report.left_pids = sorted(left)
         finally:
@@ -281,16 +288,16 @@ class TreeKiller:
     def _alive(self) -> list[_Tracked]:
         return [t for t in self._tracked.values() if not t.exited]
 
-    async def _phase(self, sig: signal.Signals, deadline: float, report: TeardownReport) -> None:
+    async def _phase(self, sig: signal.Signals, deadline: float, report: TeardownReport) -> bool:
         """Send ``sig`` to every member, including any that appear, until all
-        have exited or ``deadline`` passes."""
+        have exited (return True) or ``deadline`` passes (return False)."""
         while True:
             # A scan taken after every tracked member had exited, that finds no
             # new member, proves the job empty (a member's children exist before
             # it exits, so that scan sees them).
             settled = not self._alive()
             if not self._discover() and settled:
-                return
+                return True
             targets = [t for t in self._alive() if sig not in t.signals]
             for tracked in targets:
                 tracked.signals.add(sig)
@@ -311,7 +318,7 @@ class TreeKiller:
             if not alive:
                 continue  # the next scan decides whether we are done
             if trio.current_time() >= deadline:
-                return
+                return False
             with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
                 await _wait_all_exited(alive)
 
