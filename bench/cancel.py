@@ -39,6 +39,7 @@ from hive.proctree import read_stat, snapshot
 from keeper.client import HiveClient
 
 from .harness import (
+    JOB_ENV,
     MAKEPKG,
     PYTHON,
     RECIPES,
@@ -155,6 +156,7 @@ async def bare_killpg(ctx: Context, tree: Tree) -> Sample:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=JOB_ENV,
     )
     pgid = process.pid
     try:

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from hive.install import job_environment
 from hive.proctree import ProcStat, read_stat, snapshot
 from keeper.client import HiveClient
 
@@ -210,13 +211,14 @@ async def run_timed(
     *,
     stdout: int = subprocess.DEVNULL,
     cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
     timeout: float = 600.0,
 ) -> float:
     """Run ``argv`` to completion; return its wall time. A failure is an error."""
     started = time.perf_counter()
     with trio.fail_after(timeout):
         done = await trio.run_process(
-            list(argv), stdout=stdout, capture_stderr=True, check=False, cwd=cwd
+            list(argv), stdout=stdout, capture_stderr=True, check=False, cwd=cwd, env=env
         )
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
@@ -226,8 +228,12 @@ async def run_timed(
 
 
 def makepkg_argv(recipe: Path, build_dir: Path) -> list[str]:
-    """The exact command a hive job runs for ``recipe``."""
+    """The exact command a hive job runs for ``recipe`` (run it with :data:`JOB_ENV`)."""
     return ["bash", str(MAKEPKG), str(recipe), str(build_dir)]
+
+
+#: The environment a hive job gets, so that a direct run builds the same way.
+JOB_ENV = {**job_environment(), "HIVE_JOB_ID": "direct"}
 
 
 def shell_pipe_to_null(argv: Sequence[str]) -> list[str]:

@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from .harness import RECIPES, Context, Figure, makepkg_argv, running_hive
+from .harness import JOB_ENV, RECIPES, Context, Figure, makepkg_argv, running_hive
 
 RECIPE = "ticker"
 #: p99 of the line latency through the hive, in ms, on an idle machine.
@@ -65,6 +65,7 @@ async def direct(ctx: Context) -> list[float]:
         makepkg_argv(RECIPES / RECIPE, ctx.scratch("build")),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        env=JOB_ENV,
     )
     assert process.stdout is not None
     latencies = await read_ticks(process.stdout)

@@ -25,6 +25,7 @@ from keeper.client import HiveClient
 from keeper.follow import Console, Follower
 
 from .harness import (
+    JOB_ENV,
     RECIPES,
     Context,
     Figure,
@@ -62,6 +63,7 @@ async def expected_digest(ctx: Context) -> tuple[str, int]:
         makepkg_argv(RECIPES / RECIPE, ctx.scratch("build")),
         capture_stdout=True,
         stderr=subprocess.DEVNULL,
+        env=JOB_ENV,
     )
     return hashlib.sha256(done.stdout).hexdigest(), len(done.stdout)
 
