@@ -168,8 +168,11 @@ _hive_download() { # URL DEST
 	else
 		python3 - "$1" "$2" <<-'EOF'
 			import shutil, sys, urllib.request
-			with urllib.request.urlopen(sys.argv[1], timeout=30) as r, open(sys.argv[2], "wb") as f:
-			    shutil.copyfileobj(r, f)
+			try:
+			    with urllib.request.urlopen(sys.argv[1], timeout=30) as r, open(sys.argv[2], "wb") as f:
+			        shutil.copyfileobj(r, f)
+			except Exception as e:
+			    sys.exit(f"python download: {e}")
 		EOF
 	fi
 }

@@ -517,6 +517,40 @@ def test_http_source_not_found(tmp_path: Path, http_root: tuple[Path, str]) -> N
     assert run.stages == ["Fetching sources"]
 
 
+def test_http_source_without_curl(tmp_path: Path, http_root: tuple[Path, str]) -> None:
+    """Where curl is missing the driver downloads with python3."""
+    root, base = http_root
+    (root / "data.txt").write_bytes(b"via python")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            target = bin_dir / entry.name
+            if entry.name != "curl" and not target.exists() and os.access(entry.path, os.X_OK):
+                target.symlink_to(entry.path)
+    recipe_dir = recipe(
+        tmp_path / "recipe",
+        f"""\
+        pkgname=nocurl
+        pkgver=1
+        pkgrel=1
+        arch=(any)
+        source=("{base}/data.txt" "{base}/absent.txt")
+        sha256sums=('{sha256(b"via python")}' SKIP)
+        package() {{ :; }}
+        """,
+    )
+    run = makepkg(recipe_dir, tmp_path / "build", PATH=str(bin_dir))
+    assert run.returncode == 1
+    assert (tmp_path / "build" / "src" / "data.txt").read_bytes() == b"via python"
+    assert run.stderr == (
+        "python download: HTTP Error 404: File not found\n"
+        f"==> ERROR: failed to download {base}/absent.txt\n"
+    )
+
+
 def _git(cwd: Path, *args: str) -> str:
     env = {
         **os.environ,
