@@ -89,9 +89,18 @@ cd -- "$startdir" || _hive_die "cannot enter $startdir"
 declare -F package >/dev/null || _hive_die "PKGBUILD has no package() function"
 
 _hive_pkgname=${pkgname[0]}
+# The same rules as hive/pkgbuild.py; pkgname also becomes a path component.
+if [[ ! $_hive_pkgname =~ ^[a-z0-9@_+][a-z0-9@._+-]*$ ]]; then
+	_hive_die "invalid pkgname: $_hive_pkgname"
+fi
+if [[ $pkgver =~ [[:space:]:/-] ]]; then
+	_hive_die "pkgver must not contain hyphens, colons, slashes or whitespace: $pkgver"
+fi
+[[ $pkgrel =~ ^[0-9]+(\.[0-9]+)?$ ]] || _hive_die "invalid pkgrel: $pkgrel"
 pkgdir=$_hive_build/pkg/$_hive_pkgname
 export pkgdir
 
+(( ${#arch[@]} )) || _hive_die "arch is not set in PKGBUILD"
 _hive_arch_ok=0
 for _hive_a in "${arch[@]}"; do
 	[[ $_hive_a == any || $_hive_a == "$CARCH" ]] && _hive_arch_ok=1

@@ -277,6 +277,24 @@ def test_bad_recipes(tmp_path: Path, body: str, error: str) -> None:
     assert not any(stage.startswith("Starting") for stage in run.stages)
 
 
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("pkgname=../escape", "invalid pkgname: ../escape"),
+        ("pkgname=Upper", "invalid pkgname: Upper"),
+        ("pkgver=1-2", "pkgver must not contain hyphens, colons, slashes or whitespace: 1-2"),
+        ("pkgrel=1a", "invalid pkgrel: 1a"),
+        ("arch=()", "arch is not set in PKGBUILD"),
+    ],
+)
+def test_bad_metadata(tmp_path: Path, line: str, error: str) -> None:
+    body = f"pkgname=ok\npkgver=1\npkgrel=1\narch=(any)\n{line}\npackage() {{ :; }}\n"
+    run = makepkg(recipe(tmp_path / "recipe", body), tmp_path / "build")
+    assert run.returncode == 1
+    assert run.stderr == f"==> ERROR: {error}\n"
+    assert not (tmp_path / "build" / "pkg").exists()
+
+
 def test_missing_dependencies(tmp_path: Path) -> None:
     recipe_dir = recipe(
         tmp_path / "recipe",
