@@ -25,12 +25,14 @@
 #   Starting prepare() / Starting build() / Starting check() (or Skipping
 #   check()) / Starting package() / Finished: <pkgname> <pkgver>-<pkgrel>
 # "Starting X()" lines appear only for functions the recipe defines.  Detail
-# lines start with "  -> ".  Errors go to stderr as a single
-# "==> ERROR: <reason>" line.
+# lines start with "  -> ".  The driver reports its own errors on stderr as a
+# single "==> ERROR: <reason>" line (tools it runs, like curl or git, may have
+# written their own diagnostics just before).
 #
 # Exit status: 0 on success; the failing command's status when a recipe
 # function fails; 1 for every other error (bad usage, bad recipe, missing
-# dependency, download or checksum failure); 128+N when killed by signal N.
+# dependency, download or checksum failure); 143/130/129 after SIGTERM/
+# SIGINT/SIGHUP ("==> ERROR: Aborted by SIGTERM").
 
 # Internal names carry a _hive prefix because the PKGBUILD is sourced into this
 # very shell and must not clobber (or be clobbered by) the driver's state.
