@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -46,7 +46,8 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.path)
+        where = f"{request.method} {request.path}" if has_request_context() else "websocket"
+        log.error("internal error on %s", where, exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the hive's log")
 
     return app
