@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from hive import proctree
+
 ROOT = Path(__file__).resolve().parent.parent
 MAKEPKG = ROOT / "hive" / "makepkg.sh"
 BUNDLED = ROOT / "hive" / "recipes"
@@ -56,12 +58,14 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _group_members(pgid: int) -> list[proctree.ProcStat]:
+    """Live members of a process group, judged from /proc: a zombie that waits
+    for PID 1 to reap it is not alive, although ``killpg(pgid, 0)`` says so."""
+    return [stat for stat in proctree.snapshot().values() if stat.pgid == pgid and not stat.dead]
+
+
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return bool(_group_members(pgid))
 
 
 def job_env(**extra: str) -> dict[str, str]:
@@ -352,6 +356,13 @@ def test_sigterm_to_the_group_ends_the_build(tmp_path: Path) -> None:
         for line in process.stdout:
             if line == "started\n":
                 break
+        # Kill only once `sleep` exists: a group signalled while bash is still
+        # forking can gain a member after the signal (the hive re-scans for
+        # that; this test is about the driver's own trap).
+        deadline = time.monotonic() + 10
+        while not any(m.ppid != 1 and m.pid != process.pid for m in _group_members(process.pid)):
+            assert time.monotonic() < deadline, "sleep never started"
+            time.sleep(0.01)
         os.killpg(process.pid, signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
         deadline = time.monotonic() + 5
