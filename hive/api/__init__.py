@@ -18,6 +18,7 @@ from .context import EXTENSION
 from .errors import ApiError, error_response
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
+from .web import blueprint as web_blueprint
 
 log = logging.getLogger("hive.api")
 
@@ -33,6 +34,7 @@ def create_app(services: Services) -> QuartTrio:
 
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
+    app.register_blueprint(web_blueprint)
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
