@@ -124,6 +124,7 @@ async function jobView(jobId) {
     logBox, report));
   const log = new LogView(logBox);
   const ended = (event) => {
+    status.textContent = "ended";
     cancel.disabled = true;
     cancel.textContent = event.state === "cancelled" ? "Cancelled" : "Ended";
     log.flushPartial();
