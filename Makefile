@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit lint format bench stress clean
+.PHONY: install demo test unit lint format bench stress clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	VENV=$(VENV) bash scripts/demo.sh
 
-## Lint, type-check, then the whole suite (real hives, real process trees).
-test: lint
+## Lint, type-check, then the whole suite (real hives, real process trees, a real browser).
+test: lint browser
 	$(PY) -m pytest
+
+## The browser tests drive Debian's Chromium (never a downloaded browser).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow"

@@ -32,14 +32,14 @@ def main() -> None:
 )
 @click.option(
     "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
     default=default_state_dir,
     show_default="$XDG_STATE_HOME/hive",
     help="Where installed workers, builds and job state live.",
 )
 @click.option(
     "--catalog",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True),
     default=bundled_catalog,
     show_default="the catalog bundled with hive",
     help="Directory with one folder per worker recipe (PKGBUILD + files).",

@@ -119,6 +119,8 @@ class Job:
     log: JobLog = field(default_factory=JobLog)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     ended: trio.Event = field(default_factory=trio.Event)
+    #: Called after every state change (the engine uses it to wake watchers).
+    on_change: Callable[[Job], None] = field(default=lambda _job: None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +149,7 @@ class Job:
     def set_state(self, state: JobState) -> None:
         self.state = state
         self.log.append_control({"type": "state", "state": state.value})
+        self.on_change(self)
 
 
 class JobEngine:
@@ -157,6 +160,8 @@ class JobEngine:
         self._jobs: dict[str, Job] = {}
         self._slots = trio.CapacityLimiter(max_parallel or os.cpu_count() or 1)
         self._nursery: trio.Nursery | None = None
+        self._changed = trio.Event()
+        self._stopping = False
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobEngine]:
@@ -173,12 +178,27 @@ class JobEngine:
     def submit(self, spec: JobSpec) -> Job:
         if self._nursery is None:
             raise RuntimeError("the job engine is not running")
-        job = Job(id=secrets.token_hex(6), spec=spec, grace=self.grace)
+        job = Job(id=secrets.token_hex(6), spec=spec, grace=self.grace, on_change=self._job_changed)
         self._jobs[job.id] = job
         log.info("job %s submitted: %s worker=%s", job.id, spec.operation, spec.worker)
         job.set_state(JobState.QUEUED)
         self._nursery.start_soon(self._run, job, name=f"job {job.id}")
         return job
+
+    def _job_changed(self, _job: Job) -> None:
+        self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def watch(self) -> AsyncIterator[list[Job]]:
+        """Yield the job list now and again after every state change of any job,
+        until the engine shuts down."""
+        while not self._stopping:
+            changed = self._changed
+            yield self.jobs()
+            await changed.wait()
 
     def get(self, job_id: str) -> Job:
         try:
@@ -204,6 +224,8 @@ class JobEngine:
 
     async def shutdown(self) -> None:
         """Cancel every job that has not ended and wait until all have."""
+        self._stopping = True
+        self._wake_watchers()
         for job in self._jobs.values():
             if not job.state.final:
                 self.cancel(job.id, by="hive shutdown")

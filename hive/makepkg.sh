@@ -25,12 +25,14 @@
 #   Starting prepare() / Starting build() / Starting check() (or Skipping
 #   check()) / Starting package() / Finished: <pkgname> <pkgver>-<pkgrel>
 # "Starting X()" lines appear only for functions the recipe defines.  Detail
-# lines start with "  -> ".  Errors go to stderr as a single
-# "==> ERROR: <reason>" line.
+# lines start with "  -> ".  The driver reports its own errors on stderr as a
+# single "==> ERROR: <reason>" line (tools it runs, like curl or git, may have
+# written their own diagnostics just before).
 #
 # Exit status: 0 on success; the failing command's status when a recipe
 # function fails; 1 for every other error (bad usage, bad recipe, missing
-# dependency, download or checksum failure); 128+N when killed by signal N.
+# dependency, download or checksum failure); 143/130/129 after SIGTERM/
+# SIGINT/SIGHUP ("==> ERROR: Aborted by SIGTERM").
 
 # Internal names carry a _hive prefix because the PKGBUILD is sourced into this
 # very shell and must not clobber (or be clobbered by) the driver's state.
@@ -89,9 +91,18 @@ cd -- "$startdir" || _hive_die "cannot enter $startdir"
 declare -F package >/dev/null || _hive_die "PKGBUILD has no package() function"
 
 _hive_pkgname=${pkgname[0]}
+# The same rules as hive/pkgbuild.py; pkgname also becomes a path component.
+if [[ ! $_hive_pkgname =~ ^[a-z0-9@_+][a-z0-9@._+-]*$ ]]; then
+	_hive_die "invalid pkgname: $_hive_pkgname"
+fi
+if [[ $pkgver =~ [[:space:]:/-] ]]; then
+	_hive_die "pkgver must not contain hyphens, colons, slashes or whitespace: $pkgver"
+fi
+[[ $pkgrel =~ ^[0-9]+(\.[0-9]+)?$ ]] || _hive_die "invalid pkgrel: $pkgrel"
 pkgdir=$_hive_build/pkg/$_hive_pkgname
 export pkgdir
 
+(( ${#arch[@]} )) || _hive_die "arch is not set in PKGBUILD"
 _hive_arch_ok=0
 for _hive_a in "${arch[@]}"; do
 	[[ $_hive_a == any || $_hive_a == "$CARCH" ]] && _hive_arch_ok=1
@@ -168,8 +179,11 @@ _hive_download() { # URL DEST
 	else
 		python3 - "$1" "$2" <<-'EOF'
 			import shutil, sys, urllib.request
-			with urllib.request.urlopen(sys.argv[1], timeout=30) as r, open(sys.argv[2], "wb") as f:
-			    shutil.copyfileobj(r, f)
+			try:
+			    with urllib.request.urlopen(sys.argv[1], timeout=30) as r, open(sys.argv[2], "wb") as f:
+			        shutil.copyfileobj(r, f)
+			except Exception as e:
+			    sys.exit(f"python download: {e}")
 		EOF
 	fi
 }

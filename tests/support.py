@@ -139,6 +139,7 @@ async def running_hive(
                     await hive.stop()
             left = {job_id: job_processes(job_id) for job_id in ids}
             assert not any(left.values()), f"processes left behind: {left}"
+            assert "Traceback" not in hive.log, hive.log
         finally:
             if process.returncode is None:
                 process.kill()

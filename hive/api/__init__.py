@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -18,6 +18,7 @@ from .context import EXTENSION
 from .errors import ApiError, error_response
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
+from .web import blueprint as web_blueprint
 
 log = logging.getLogger("hive.api")
 
@@ -33,6 +34,7 @@ def create_app(services: Services) -> QuartTrio:
 
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
+    app.register_blueprint(web_blueprint)
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
@@ -46,7 +48,8 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.path)
+        where = f"{request.method} {request.path}" if has_request_context() else "websocket"
+        log.error("internal error on %s", where, exc_info=exc)
         return error_response(500, "internal_error", "internal error; see the hive's log")
 
     return app

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
+import trio
 from quart import Blueprint, Response, jsonify, request, websocket
 
 from ..catalog import InvalidWorkerName, UnknownWorker
@@ -21,6 +23,15 @@ JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
 CLOSE_BASE = 4000
+
+#: After the ``end`` event, how long the client gets to close the websocket.
+CLIENT_CLOSE_WAIT = 5.0
+
+#: What sending to a follower that went away raises. It ends that follower,
+#: never the job.
+FOLLOWER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+
+log = logging.getLogger("hive.api")
 
 
 def find_job(job_id: str) -> Job:
@@ -97,10 +108,18 @@ async def stream(job_id: str) -> None:
     except ApiError as exc:
         await websocket.close(CLOSE_BASE + exc.status, str(exc))
         return
-    async for batch in job.log.follow(since):
-        for frame in _frames(batch, json_output=fmt == "json"):
-            await websocket.send(frame)
-    await websocket.close(1000, "end of job")
+    try:
+        async for batch in job.log.follow(since):
+            for frame in _frames(batch, json_output=fmt == "json"):
+                await websocket.send(frame)
+        # Let the client close first: hypercorn answers a client's close frame
+        # from its reading task, and a close of ours sent at the same moment
+        # collides with it on the socket.
+        with trio.move_on_after(CLIENT_CLOSE_WAIT):
+            await websocket.receive()
+        await websocket.close(1000, "end of job")
+    except FOLLOWER_GONE:
+        log.debug("follower of job %s went away", job.id)
 
 
 def _int_arg(value: str, name: str) -> int:

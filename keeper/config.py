@@ -1,0 +1,113 @@
+"""Named hives: which hive a command talks to, and with which credentials.
+
+A person with several machines names their hives in
+``$XDG_CONFIG_HOME/keeper/config.toml``::
+
+    default = "build-box"
+
+    [hives.build-box]
+    url = "https://build-box.lan:7835"
+    token = "…"            # or token_file = "~/.config/keeper/build-box.token"
+    cacert = "~/.config/keeper/build-box.pem"
+
+    [hives.local]
+    url = "http://127.0.0.1:7835"
+
+``--hive`` takes a name from that file or a URL. Without it: ``$HIVE_URL``, then
+the config's ``default``, then the local hive. This module is pure: it reads
+the file it is given and resolves names; it opens no connection.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import DEFAULT_URL
+
+
+class ConfigError(ValueError):
+    """The config file is unreadable or names a hive that is not in it."""
+
+
+@dataclass(frozen=True)
+class HiveTarget:
+    """A hive to talk to: where, how to authenticate, and what it is called."""
+
+    url: str
+    name: str | None = None
+    token: str | None = None
+    cacert: Path | None = None
+
+
+def config_path(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if explicit := env.get("KEEPER_CONFIG"):
+        return Path(explicit)
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "keeper" / "config.toml"
+
+
+@dataclass(frozen=True)
+class KeeperConfig:
+    hives: dict[str, HiveTarget]
+    default: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> KeeperConfig:
+        """Read ``path``; a missing file is an empty config."""
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(hives={})
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        return cls.parse(raw, origin=path)
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], *, origin: Path) -> KeeperConfig:
+        hives: dict[str, HiveTarget] = {}
+        table = raw.get("hives", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [hives] must be a table")
+        for name, entry in table.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+                raise ConfigError(f'{origin}: [hives.{name}] needs url = "http(s)://…"')
+            hives[name] = HiveTarget(
+                url=entry["url"],
+                name=name,
+                token=_token(entry, name, origin),
+                cacert=Path(entry["cacert"]).expanduser() if "cacert" in entry else None,
+            )
+        default = raw.get("default")
+        if default is not None and default not in hives:
+            raise ConfigError(f"{origin}: default = {default!r} is not one of [hives.*]")
+        return cls(hives=hives, default=default)
+
+    def resolve(self, choice: str | None, environ: dict[str, str] | None = None) -> HiveTarget:
+        """The hive for ``--hive CHOICE`` (a name or a URL), or the default one."""
+        env = os.environ if environ is None else environ
+        choice = choice or env.get("HIVE_URL") or self.default
+        if choice is None:
+            return HiveTarget(url=DEFAULT_URL)
+        if choice in self.hives:
+            return self.hives[choice]
+        if "://" in choice:
+            return HiveTarget(url=choice)
+        known = ", ".join(sorted(self.hives)) or "none configured"
+        raise ConfigError(f"no hive named {choice!r} (known: {known}); or pass a URL")
+
+
+def _token(entry: dict[str, Any], name: str, origin: Path) -> str | None:
+    if isinstance(entry.get("token"), str):
+        return str(entry["token"])
+    if isinstance(entry.get("token_file"), str):
+        path = Path(entry["token_file"]).expanduser()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{origin}: [hives.{name}] token_file: {exc}") from None
+    return None
