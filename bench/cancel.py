@@ -47,6 +47,7 @@ from .harness import (
     Figure,
     Proc,
     alive,
+    in_turn,
     kill_all,
     makepkg_argv,
     running_hive,
@@ -304,6 +305,29 @@ def figures(tree: Tree, hive: list[Sample], bare: list[Sample], peer: list[Sampl
     return [limit, ours, theirs, *left]
 
 
+async def measure(
+    ctx: Context, client: HiveClient, supervisor: Supervisor, tree: Tree
+) -> list[Figure]:
+    hive: list[Sample] = []
+    bare: list[Sample] = []
+    peer: list[Sample] = []
+
+    async def ours() -> None:
+        hive.append(await hive_cancel(client, tree))
+
+    async def limit() -> None:
+        bare.append(await bare_killpg(ctx, tree))
+
+    async def theirs() -> None:
+        peer.append(await supervisor_stop(supervisor, tree))
+
+    repeats = ctx.repeats(tree.full_repeats, tree.quick_repeats)
+    ctx.log(f"cancel: {tree.label}, {repeats} rounds")
+    for i in range(repeats):
+        await in_turn(i, ours, limit, theirs)
+    return figures(tree, hive, bare, peer)
+
+
 async def cancel(ctx: Context) -> list[Figure]:
     """50-process trees: hive DELETE → end vs bare killpg vs supervisord."""
     results: list[Figure] = []
@@ -313,14 +337,5 @@ async def cancel(ctx: Context) -> list[Figure]:
         supervisord(ctx) as supervisor,
     ):
         for tree in TREES:
-            hive_samples: list[Sample] = []
-            bare_samples: list[Sample] = []
-            peer_samples: list[Sample] = []
-            repeats = ctx.repeats(tree.full_repeats, tree.quick_repeats)
-            ctx.log(f"cancel: {tree.label}, {repeats} rounds")
-            for _ in range(repeats):
-                hive_samples.append(await hive_cancel(client, tree))
-                bare_samples.append(await bare_killpg(ctx, tree))
-                peer_samples.append(await supervisor_stop(supervisor, tree))
-            results += figures(tree, hive_samples, bare_samples, peer_samples)
+            results += await measure(ctx, client, supervisor, tree)
     return results

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +125,14 @@ class Context:
     def scratch(self, prefix: str) -> Path:
         """A fresh empty directory (removed with the whole run's tmp)."""
         return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.tmp))
+
+
+async def in_turn(round_: int, *steps: Callable[[], Awaitable[None]]) -> None:
+    """Run ``steps`` one after another, starting with a different one each
+    round, so that a drift in the machine's load favours none of them."""
+    first = round_ % len(steps)
+    for step in steps[first:] + steps[:first]:
+        await step()
 
 
 # ---------------------------------------------------------------- /proc

@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from .harness import JOB_ENV, RECIPES, Context, Figure, makepkg_argv, running_hive
+from .harness import JOB_ENV, RECIPES, Context, Figure, in_turn, makepkg_argv, running_hive
 
 RECIPE = "ticker"
 #: p99 of the line latency through the hive, in ms, on an idle machine.
@@ -79,10 +79,16 @@ async def latency(ctx: Context) -> list[Figure]:
     piped: list[float] = []
     followed: list[float] = []
     repeats = ctx.repeats(2)
+
+    async def piped_run() -> None:
+        piped.extend(await direct(ctx))
+
+    async def followed_run() -> None:
+        followed.extend(await through_hive(ctx))
+
     for i in range(repeats):
         ctx.log(f"latency: round {i + 1}/{repeats}")
-        piped += await direct(ctx)
-        followed += await through_hive(ctx)
+        await in_turn(i, piped_run, followed_run)
     limit = Figure("latency", "direct: makepkg.sh | reader, per line", "ms", piped)
     hive = Figure("latency", "hive → keeper --follow | reader, per line", "ms", followed)
     hive.compare(limit).judge(f"p99 <= {P99_AIM:g} ms (idle machine)", hive.p99 <= P99_AIM)

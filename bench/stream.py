@@ -24,6 +24,7 @@ from .harness import (
     Context,
     Figure,
     cpu_seconds,
+    in_turn,
     makepkg_argv,
     peak_rss_mb,
     run_timed,
@@ -114,14 +115,23 @@ async def measure(ctx: Context, work: Workload) -> list[Figure]:
     python: list[float] = []
     hive: list[HiveSample] = []
     size = 0
+
+    async def to_cat() -> None:
+        pipe.append(await direct_to_cat(ctx, work))
+
+    async def to_python() -> None:
+        nonlocal size
+        wall, size = await direct_to_python(ctx, work)
+        python.append(wall)
+
+    async def followed() -> None:
+        hive.append(await through_hive(ctx, work))
+
+    steps = (to_cat, to_python, followed) if work.python_reader else (to_cat, followed)
     repeats = ctx.repeats(work.full_repeats, work.quick_repeats)
     for i in range(repeats):
         ctx.log(f"{work.benchmark}: round {i + 1}/{repeats}")
-        pipe.append(await direct_to_cat(ctx, work))
-        if work.python_reader:
-            wall, size = await direct_to_python(ctx, work)
-            python.append(wall)
-        hive.append(await through_hive(ctx, work))
+        await in_turn(i, *steps)
 
     def figure(name: str, walls: list[float]) -> Figure:
         if work.rate:
@@ -132,17 +142,17 @@ async def measure(ctx: Context, work: Workload) -> list[Figure]:
     figures = [limit]
     if python:
         figures.append(figure("direct: makepkg.sh → Python (trio) reader", python).compare(limit))
-    followed = figure("hive → keeper download --follow > /dev/null", [s.wall for s in hive])
-    figures.append(followed.compare(limit))
+    ours = figure("hive → keeper download --follow > /dev/null", [s.wall for s in hive])
+    figures.append(ours.compare(limit))
     if work.benchmark == "bulk":
-        followed.judge(
+        ours.judge(
             f"≥ {BULK_RATE:g} MB/s and ≥ {RATE_SHARE:g}x direct",
-            followed.median >= BULK_RATE and (followed.ratio or 0) >= RATE_SHARE,
+            ours.median >= BULK_RATE and (ours.ratio or 0) >= RATE_SHARE,
         )
     elif work.rate:
-        followed.judge(f"≥ {RATE_SHARE:g}x direct", (followed.ratio or 0) >= RATE_SHARE)
+        ours.judge(f"≥ {RATE_SHARE:g}x direct", (ours.ratio or 0) >= RATE_SHARE)
     else:
-        followed.judge(f"≤ {BUILD_OVERHEAD:g}x direct", (followed.ratio or 99) <= BUILD_OVERHEAD)
+        ours.judge(f"≤ {BUILD_OVERHEAD:g}x direct", (ours.ratio or 99) <= BUILD_OVERHEAD)
     if work.rate:
         figures[0].note = f"job stdout: {size:,} bytes"
     figures += [
