@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -144,6 +145,20 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rpartition(")")[2].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def reaped_children_cpu(pid: int) -> float:
+    """CPU time of the children ``pid`` has waited for (cutime + cstime): for
+    the hive, its jobs' processes, each including what it waited for in turn."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+
+
+def own_children_cpu() -> float:
+    """CPU time of the children this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mb(pid: int) -> float:

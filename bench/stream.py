@@ -26,7 +26,9 @@ from .harness import (
     cpu_seconds,
     in_turn,
     makepkg_argv,
+    own_children_cpu,
     peak_rss_mb,
+    reaped_children_cpu,
     run_timed,
     running_hive,
     shell_pipe_to_null,
@@ -100,24 +102,45 @@ class HiveSample:
     wall: float
     hive_cpu: float
     hive_rss: float
+    #: CPU of the job's own processes, and of the keeper following it.
+    job_cpu: float
+    keeper_cpu: float
+
+    @property
+    def follow_cost(self) -> float:
+        """CPU spent getting the output to the user, per CPU second of the job."""
+        return (self.hive_cpu + self.keeper_cpu) / self.job_cpu
 
 
 async def through_hive(ctx: Context, work: Workload) -> HiveSample:
     """``keeper -q download RECIPE --follow > /dev/null`` on a fresh hive."""
     async with running_hive(ctx.scratch("state"), catalog=work.catalog) as hive:
-        cpu = cpu_seconds(hive.pid)
+        cpu, job_cpu, keeper_cpu = (
+            cpu_seconds(hive.pid),
+            reaped_children_cpu(hive.pid),
+            own_children_cpu(),
+        )
         wall = await run_timed(hive.keeper("-q", "download", work.recipe, "--follow"))
-        return HiveSample(wall, cpu_seconds(hive.pid) - cpu, peak_rss_mb(hive.pid))
+        return HiveSample(
+            wall,
+            hive_cpu=cpu_seconds(hive.pid) - cpu,
+            hive_rss=peak_rss_mb(hive.pid),
+            job_cpu=reaped_children_cpu(hive.pid) - job_cpu,
+            keeper_cpu=own_children_cpu() - keeper_cpu,
+        )
 
 
 async def measure(ctx: Context, work: Workload) -> list[Figure]:
     pipe: list[float] = []
+    pipe_cpu: list[float] = []
     python: list[float] = []
     hive: list[HiveSample] = []
     size = 0
 
     async def to_cat() -> None:
+        cpu = own_children_cpu()
         pipe.append(await direct_to_cat(ctx, work))
+        pipe_cpu.append(own_children_cpu() - cpu)
 
     async def to_python() -> None:
         nonlocal size
@@ -157,7 +180,16 @@ async def measure(ctx: Context, work: Workload) -> list[Figure]:
     if work.rate:
         figures[0].note = f"job stdout: {size:,} bytes"
     figures += [
+        Figure(work.benchmark, "direct: CPU of makepkg.sh and cat", "s", pipe_cpu),
+        Figure(work.benchmark, "hive: job CPU (its own processes)", "s", [s.job_cpu for s in hive]),
         Figure(work.benchmark, "hive CPU during the hive run", "s", [s.hive_cpu for s in hive]),
+        Figure(work.benchmark, "keeper CPU", "s", [s.keeper_cpu for s in hive]),
+        Figure(
+            work.benchmark,
+            "cost of following: (hive + keeper CPU) / job CPU",
+            "x",
+            [s.follow_cost for s in hive],
+        ),
         Figure(work.benchmark, "hive peak RSS (VmHWM)", "MB", [s.hive_rss for s in hive]),
     ]
     return figures
