@@ -27,7 +27,7 @@ import time
 import xmlrpc.client
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from .harness import (
     in_turn,
     kill_all,
     makepkg_argv,
+    present,
     running_hive,
     wait_for_tree,
 )
@@ -61,6 +62,8 @@ GRACE = 0.5
 SUPERVISOR_GRACE = 1
 #: How long after "stopped" we keep watching a peer's stragglers.
 SETTLE = 1.0
+#: How long a hive sample waits for the zombies of earlier samples to be reaped.
+REAP_TIMEOUT = 5.0
 
 #: Aims for the tree that honours SIGTERM (ms), and for the one that ignores it.
 P50_AIM = 30.0
@@ -92,6 +95,8 @@ class Sample:
     left_later: int = 0
     #: The hive's own account of its teardown (the end event's report).
     teardown_ms: float = 0.0
+    #: The tree's processes, as found before the cancel.
+    procs: set[Proc] = field(default_factory=set)
 
 
 async def _settle(procs: set[Proc]) -> int:
@@ -101,6 +106,19 @@ async def _settle(procs: set[Proc]) -> int:
     left = alive(procs)
     kill_all(left)
     return len(left)
+
+
+async def _wait_reaped(procs: set[Proc]) -> None:
+    """Wait until earlier samples' processes are gone from /proc, zombies too.
+
+    This machine's PID 1 reaps orphans 1.4-1.9 s late, so every cancelled tree
+    leaves ~49 zombies behind for a while. A hive scans /proc on cancel, and
+    would pay for the zombies of the samples before it, which no real cancel
+    does. Reaping by another process makes no event: this polls, with a bound.
+    """
+    with trio.move_on_after(REAP_TIMEOUT):
+        while present(procs):
+            await trio.sleep(0.05)
 
 
 async def _wait_exited(procs: set[Proc]) -> None:
@@ -147,7 +165,7 @@ async def hive_cancel(client: HiveClient, tree: Tree) -> Sample:
         raise RuntimeError(f"job {job_id} ended {end['state']}, not cancelled")
     left = alive(procs)
     teardown_ms = end["teardown"]["seconds"] * 1000
-    return Sample(elapsed * 1000, len(left), await _settle(left), teardown_ms)
+    return Sample(elapsed * 1000, len(left), await _settle(left), teardown_ms, procs)
 
 
 # ---------------------------------------------------------------- the limit
@@ -179,7 +197,7 @@ async def bare_killpg(ctx: Context, tree: Tree) -> Sample:
         if process.returncode is None:
             await process.wait()  # reaped only now: the pgid could not be reused above
     left = alive(procs)
-    return Sample(elapsed * 1000, len(left), await _settle(left))
+    return Sample(elapsed * 1000, len(left), await _settle(left), procs=procs)
 
 
 # ---------------------------------------------------------------- the peer
@@ -272,7 +290,7 @@ async def supervisor_stop(supervisor: Supervisor, tree: Tree) -> Sample:
     await supervisor.call("stopProcess", tree.recipe, True)
     elapsed = time.perf_counter() - started
     left = alive(procs)
-    return Sample(elapsed * 1000, len(left), await _settle(left))
+    return Sample(elapsed * 1000, len(left), await _settle(left), procs=procs)
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -317,6 +335,7 @@ async def measure(
     peer: list[Sample] = []
 
     async def ours() -> None:
+        await _wait_reaped({proc for sample in hive + bare + peer for proc in sample.procs})
         hive.append(await hive_cancel(client, tree))
 
     async def limit() -> None:

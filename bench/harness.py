@@ -203,14 +203,19 @@ async def wait_for_tree(root: int, size: int, timeout: float = 20.0) -> set[Proc
     return procs
 
 
-def alive(procs: set[Proc]) -> set[Proc]:
-    """Those of ``procs`` that still run (not zombies, not a recycled pid)."""
+def present(procs: set[Proc], *, zombies: bool = True) -> set[Proc]:
+    """Those of ``procs`` still in the process table (not a recycled pid)."""
     now = snapshot()
     return {
         (pid, start)
         for pid, start in procs
-        if pid in now and now[pid].start_time == start and not now[pid].dead
+        if pid in now and now[pid].start_time == start and (zombies or not now[pid].dead)
     }
+
+
+def alive(procs: set[Proc]) -> set[Proc]:
+    """Those of ``procs`` that still run (not zombies, not a recycled pid)."""
+    return present(procs, zombies=False)
 
 
 def kill_all(procs: set[Proc]) -> None:

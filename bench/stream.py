@@ -65,7 +65,7 @@ CBUILD = Workload(
     "cbuild",
     BUNDLED_RECIPES,
     rate=False,
-    full_repeats=3,
+    full_repeats=5,
     quick_repeats=1,
     python_reader=False,
 )
