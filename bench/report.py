@@ -151,11 +151,12 @@ def markdown(run: Run) -> str:
             "| --- | --- | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for f in figures:
-            ratio = (
-                f"{number(f.ratio)}x / {number(f.ratio_p99)}x ({f.baseline})"
-                if f.ratio is not None
-                else ""
-            )
+            if f.ratio is None:
+                ratio = ""
+            elif math.isnan(f.ratio):
+                ratio = f"n/a: 0 in ({f.baseline})"
+            else:
+                ratio = f"{number(f.ratio)}x / {number(f.ratio_p99)}x ({f.baseline})"
             aim = f.aim or ""
             met = {True: "yes", False: "**no**", None: ""}[f.met]
             lines.append(
