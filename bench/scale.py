@@ -102,10 +102,14 @@ async def _follow(client: HiveClient, job: dict[str, Any], result: Round) -> Non
 
 
 async def _wait_all_ended(client: HiveClient) -> list[dict[str, Any]]:
-    """With nobody following, nothing tells us when jobs end: poll the list."""
+    """With nobody following, nothing tells us when jobs end: poll the list.
+
+    ``ended_at``, not a final ``state``: a job that fails in its finish step
+    shows ``failed`` before its cleanup has run and its end is recorded.
+    """
     while True:
         jobs = await client.jobs()
-        if all(job["state"] in ("succeeded", "failed", "cancelled") for job in jobs):
+        if all(job["ended_at"] is not None for job in jobs):
             return jobs
         await trio.sleep(0.05)
 
