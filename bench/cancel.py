@@ -56,12 +56,16 @@ from .harness import (
 )
 
 TREE_SIZE = 50
+#: Of which ``sleep``: 7 subshells x 6 (the rest are bash).
+SLEEPS = 42
 #: The hive's grace period, and ours for the bare killpg.
 GRACE = 0.5
 #: supervisord's stopwaitsecs is a whole number of seconds: 1 is its shortest.
 SUPERVISOR_GRACE = 1
 #: How long after "stopped" we keep watching a peer's stragglers.
 SETTLE = 1.0
+#: SIGKILLed processes are gone within this, or the benchmark is broken.
+KILL_TIMEOUT = 10.0
 #: How long a hive sample waits for the zombies of earlier samples to be reaped.
 REAP_TIMEOUT = 5.0
 
@@ -97,6 +101,11 @@ class Sample:
     teardown_ms: float = 0.0
     #: The tree's processes, as found before the cancel.
     procs: set[Proc] = field(default_factory=set)
+
+
+async def _wait_for_tree(root: int) -> set[Proc]:
+    """The whole tree, once every sleep runs (and so has called setsid, if it does)."""
+    return await wait_for_tree(root, TREE_SIZE, running="sleep", count=SLEEPS)
 
 
 async def _settle(procs: set[Proc]) -> int:
@@ -153,7 +162,7 @@ async def hive_cancel(client: HiveClient, tree: Tree) -> Sample:
         async for event in events:
             if getattr(event, "body", {}).get("state") == "running":
                 break
-        procs = await wait_for_tree((await client.job(job_id))["pid"], TREE_SIZE)
+        procs = await _wait_for_tree((await client.job(job_id))["pid"])
         started = time.perf_counter()
         await client.cancel(job_id)
         async for event in events:
@@ -182,7 +191,7 @@ async def bare_killpg(ctx: Context, tree: Tree) -> Sample:
     )
     pgid = process.pid
     try:
-        procs = await wait_for_tree(pgid, TREE_SIZE)
+        procs = await _wait_for_tree(pgid)
         table = snapshot()
         group = {(pid, start) for pid, start in procs if table[pid].pgid == pgid}
         started = time.perf_counter()
@@ -191,7 +200,8 @@ async def bare_killpg(ctx: Context, tree: Tree) -> Sample:
             await _wait_exited(group)
         if waited.cancelled_caught:
             os.killpg(pgid, signal.SIGKILL)
-            await _wait_exited(group)
+            with trio.fail_after(KILL_TIMEOUT):  # SIGKILLed members cannot take long
+                await _wait_exited(group)
         elapsed = time.perf_counter() - started
     finally:
         if process.returncode is None:
@@ -285,7 +295,7 @@ async def supervisord(ctx: Context) -> AsyncIterator[Supervisor]:
 async def supervisor_stop(supervisor: Supervisor, tree: Tree) -> Sample:
     await supervisor.call("startProcess", tree.recipe, True)
     pid = (await supervisor.call("getProcessInfo", tree.recipe))["pid"]
-    procs = await wait_for_tree(pid, TREE_SIZE)
+    procs = await _wait_for_tree(pid)
     started = time.perf_counter()
     await supervisor.call("stopProcess", tree.recipe, True)
     elapsed = time.perf_counter() - started

@@ -192,15 +192,32 @@ def tree(root: int, procs: dict[int, ProcStat] | None = None) -> set[Proc]:
     return {(pid, procs[pid].start_time) for pid in found if not procs[pid].dead}
 
 
-async def wait_for_tree(root: int, size: int, timeout: float = 20.0) -> set[Proc]:
-    """Wait until ``root``'s tree has ``size`` live processes; return them.
+def command_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
-    A fork makes no event we could wait on, so this polls /proc, briefly.
+
+async def wait_for_tree(
+    root: int, size: int, *, running: str, count: int, timeout: float = 20.0
+) -> set[Proc]:
+    """Wait until ``root``'s tree has ``size`` live processes, ``count`` of
+    which run ``running``; return them.
+
+    Counting processes is not enough: a child that will call ``setsid`` and
+    exec ``sleep`` is already in the tree, and still in its parent's process
+    group, the moment it is forked. A fork or an exec makes no event we could
+    wait on, so this polls /proc, briefly.
     """
     with trio.fail_after(timeout):
-        while len(procs := tree(root)) < size:
+        while True:
+            procs = tree(root)
+            done = sum(command_name(pid) == running for pid, _start in procs)
+            if len(procs) >= size and done >= count:
+                return procs
             await trio.sleep(0.005)
-    return procs
 
 
 def present(procs: set[Proc], *, zombies: bool = True) -> set[Proc]:
