@@ -139,11 +139,11 @@ async def _wait_exited(procs: set[Proc]) -> None:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
                 continue
-            pidfds.append(pidfd)
             stat = read_stat(pid)
-            if stat is None or stat.start_time != start:
-                pidfds.pop()
+            if stat is None or stat.start_time != start:  # gone, or the pid reused
                 os.close(pidfd)
+                continue
+            pidfds.append(pidfd)
         async with trio.open_nursery() as nursery:
             for pidfd in pidfds:
                 nursery.start_soon(trio.lowlevel.wait_readable, pidfd)

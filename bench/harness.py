@@ -98,18 +98,23 @@ class Figure:
             "name": self.name,
             "unit": self.unit,
             "n": len(self.samples),
-            "median": self.median,
-            "p99": self.p99,
-            "min": min(self.samples, default=math.nan),
-            "max": max(self.samples, default=math.nan),
+            "median": _finite(self.median),
+            "p99": _finite(self.p99),
+            "min": min(self.samples, default=None),
+            "max": max(self.samples, default=None),
             "baseline": self.baseline,
-            "ratio": self.ratio,
-            "ratio_p99": self.ratio_p99,
+            "ratio": _finite(self.ratio),
+            "ratio_p99": _finite(self.ratio_p99),
             "aim": self.aim,
             "met": self.met,
             "note": self.note,
             "samples": self.samples,
         }
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: an undefined figure (a ratio to zero) becomes null."""
+    return None if value is None or math.isnan(value) else value
 
 
 @dataclass
@@ -139,20 +144,23 @@ async def in_turn(round_: int, *steps: Callable[[], Awaitable[None]]) -> None:
 # ---------------------------------------------------------------- /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far."""
+def _stat_seconds(pid: int, first: int) -> float:
+    """Fields ``first`` and ``first + 1`` of /proc/PID/stat (numbered as in
+    proc(5)), clock ticks summed and turned into seconds."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        fields = f.read().rpartition(")")[2].split()  # fields[0] is field 3
+    return (int(fields[first - 3]) + int(fields[first - 2])) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (utime + stime)."""
+    return _stat_seconds(pid, 14)
 
 
 def reaped_children_cpu(pid: int) -> float:
     """CPU time of the children ``pid`` has waited for (cutime + cstime): for
     the hive, its jobs' processes, each including what it waited for in turn."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+    return _stat_seconds(pid, 16)
 
 
 def own_children_cpu() -> float:
