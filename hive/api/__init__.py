@@ -1,21 +1,25 @@
 """The hive's HTTP + websocket API: a thin quart-trio app over the engine.
 
 Each area of the API is a blueprint in its own module; this module only wires
-them together and turns every error into the JSON error shape of
-:mod:`hive.api.errors`. See ``docs/api.md`` for the protocol.
+them together, puts the access checks of :mod:`hive.api.auth` and the query
+check of :mod:`hive.api.inputs` in front of every route, and turns every error
+into the JSON error shape of :mod:`hive.api.errors`. See ``docs/openapi.yaml``
+for the API and ``docs/security.md`` for the access rules.
 """
 
 from __future__ import annotations
 
 import logging
 
-from quart import Response, request
+from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..services import Services
+from . import auth
 from .context import EXTENSION
-from .errors import ApiError, error_response
+from .errors import ApiError, error_response, one_line
+from .inputs import check_query
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
 
@@ -24,29 +28,52 @@ log = logging.getLogger("hive.api")
 #: Largest request body accepted; job requests are a few dozen bytes.
 MAX_BODY = 64 * 1024
 
+#: A request body must arrive within this many seconds (slow-body clients).
+BODY_TIMEOUT = 10
 
-def create_app(services: Services) -> QuartTrio:
+
+def _refused(status: int, code: str, message: str, **extra: object) -> Response:
+    """The error response, logged once, as one line."""
+    current = websocket if has_websocket_context() else request
+    method = "WEBSOCKET" if has_websocket_context() else request.method
+    log.info(
+        "%s %s from %s -> %d %s: %s",
+        method,
+        one_line(current.path, 200),
+        current.remote_addr,
+        status,
+        code,
+        one_line(message),
+    )
+    return error_response(status, code, message, **extra)
+
+
+def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     app = QuartTrio("hive")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
     app.extensions[EXTENSION] = services
 
+    auth.install(app, access)
+    app.before_request(check_query)
+    app.before_websocket(check_query)
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
-        log.info("%s %s -> %d %s", request.method, request.path, exc.status, exc)
-        return error_response(exc.status, exc.code, str(exc), **exc.extra)
+        return _refused(exc.status, exc.code, str(exc), **exc.extra)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return error_response(exc.code or 500, code, exc.description or code)
+        return _refused(exc.code or 500, code, exc.description or code)
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.path)
+        current = websocket if has_websocket_context() else request
+        log.exception("internal error on %s", one_line(current.path, 200))
         return error_response(500, "internal_error", "internal error; see the hive's log")
 
     return app

@@ -14,10 +14,12 @@ from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from ..protocol import coalesce, encode_control, encode_output, output_event_json
 from .context import services
 from .errors import ApiError, fail
+from .inputs import accepts, json_object
 
 blueprint = Blueprint("jobs", __name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+SUBMIT_FIELDS = frozenset({"operation", "worker"})
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
 CLOSE_BASE = 4000
@@ -34,12 +36,7 @@ def find_job(job_id: str) -> Job:
 
 @blueprint.post("/v1/jobs")
 async def submit() -> tuple[Response, int]:
-    body = await request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        fail(400, "bad_request", "the body must be a JSON object")
-    unknown = set(body) - {"operation", "worker"}
-    if unknown:
-        fail(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = await json_object(SUBMIT_FIELDS)
     if body.get("operation") != OPERATION:
         fail(400, "bad_request", f'"operation" must be "{OPERATION}"')
     worker = body.get("worker")
@@ -69,6 +66,7 @@ async def get_job(job_id: str) -> Response:
 
 
 @blueprint.delete("/v1/jobs/<job_id>")
+@accepts("wait")
 async def cancel_job(job_id: str) -> tuple[Response, int]:
     job = find_job(job_id)
     wait = request.args.get("wait", "false").lower()
@@ -86,6 +84,7 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.websocket("/v1/jobs/<job_id>/stream")
+@accepts("since", "format")
 async def stream(job_id: str) -> None:
     await websocket.accept()
     try:
