@@ -69,8 +69,10 @@ def main() -> None:
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=default_state_dir,
+    envvar="HIVE_STATE_DIR",
     show_default="$XDG_STATE_HOME/hive",
-    help="Where installed workers, builds and job state live.",
+    help="Where installed workers, builds, job state and the token live (also "
+    "$HIVE_STATE_DIR, which the keeper reads too).",
 )
 @click.option(
     "--catalog",

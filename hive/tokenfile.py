@@ -43,13 +43,15 @@ def token_path(state_dir: Path) -> Path:
 
 def read_token(path: Path) -> str:
     """The token in ``path``; raises :class:`TokenFileError` if the file is unsafe
-    (readable or writable by others) or holds no token, and ``FileNotFoundError``
-    if there is none."""
+    (someone else's, or accessible by others) or holds no token, and
+    ``FileNotFoundError`` if there is none."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise TokenFileError(f"{path} is not a regular file")
+        if info.st_uid != os.getuid():
+            raise TokenFileError(f"{path} belongs to another user (uid {info.st_uid})")
         if info.st_mode & 0o077:
             raise TokenFileError(
                 f"{path} is accessible by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
