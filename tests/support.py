@@ -9,7 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +129,11 @@ async def running_hive(
     catalog: Path = TEST_RECIPES,
     grace: float = 1.0,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Hive]:
-    """Start `hive serve` on a free port; stop it and check for leftovers after."""
+    """Start `hive serve` on a free port; stop it and check for leftovers after.
+
+    ``env`` is added to the hive's environment."""
     argv = [
         sys.executable,
         "-m",
@@ -147,7 +150,11 @@ async def running_hive(
         *extra,
     ]
     process = await trio.lowlevel.open_process(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     lines: list[str] = []
     ready = trio.Event()

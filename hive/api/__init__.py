@@ -10,7 +10,9 @@ for the API and ``docs/security.md`` for the access rules.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import trio
 from quart import Response, has_websocket_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -19,7 +21,7 @@ from ..services import Services
 from . import auth
 from .context import EXTENSION
 from .errors import ApiError, error_response, one_line
-from .inputs import check_query
+from .inputs import check_query, read_body
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
 
@@ -45,7 +47,35 @@ def _refused(status: int, code: str, message: str, **extra: object) -> Response:
         code,
         one_line(message),
     )
-    return error_response(status, code, message, **extra)
+    response = error_response(status, code, message, **extra)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+ASGIApp = Any  # (scope, receive, send) -> Awaitable[None]; hypercorn's types are untyped
+
+
+def shield_send(asgi_app: ASGIApp) -> ASGIApp:
+    """Make the server's ``send`` callable immune to the app's own cancellation.
+
+    quart-trio cancels a request's nursery as soon as the server reports the
+    client's ``http.disconnect`` — which hypercorn does from *inside* the
+    ``send`` that ends the response. If the request body was not read (a 401,
+    413 or 404 sent before it), hypercorn is then half-way through closing the
+    connection and the cancellation stops it there: the connection stays open,
+    never recycled, and the client's next request on it hangs forever. Found by
+    fuzzing; see tests/test_bad_input.py.
+    """
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async def send_shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await asgi_app(scope, receive, send_shielded)
+
+    return app
 
 
 def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
@@ -54,7 +84,9 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
     app.extensions[EXTENSION] = services
+    app.asgi_app = shield_send(app.asgi_app)  # type: ignore[method-assign]
 
+    app.before_request(read_body)
     auth.install(app, access)
     app.before_request(check_query)
     app.before_websocket(check_query)
@@ -68,7 +100,13 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _refused(exc.code or 500, code, exc.description or code)
+        response = _refused(exc.code or 500, code, exc.description or code)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value  # e.g. Allow on a 405
+        if exc.code == 413:
+            response.headers["Connection"] = "close"  # the rest of the body is not read
+        return response
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:

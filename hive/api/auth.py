@@ -197,10 +197,12 @@ def _session_blueprint(access: Access) -> Blueprint:
         """Trade the token (JSON ``{"token": ...}`` or a Bearer header) for an
         HttpOnly cookie, so that a browser page never keeps the token in a URL,
         in history or in storage that scripts can read."""
-        token = _bearer(request.headers.get("Authorization"))
-        if token is None:
+        given = None
+        if await request.get_data():
             given = (await json_object(frozenset({"token"}))).get("token")
-            token = given if isinstance(given, str) else None
+            if not isinstance(given, str | None):
+                fail(400, "bad_request", '"token" must be a string')
+        token = _bearer(request.headers.get("Authorization")) or given
         if token is None or not _token_ok(token, access.token):
             _unauthorized()
         response = jsonify({"status": "ok"})

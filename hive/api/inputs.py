@@ -45,6 +45,19 @@ async def check_query() -> None:
         fail(400, "bad_query", f"query parameter(s) given more than once: {', '.join(repeated)}")
 
 
+async def read_body() -> None:
+    """``before_request`` hook: read the whole body (at most MAX_CONTENT_LENGTH)
+    before anything answers.
+
+    An answer sent while the client is still sending its body (a 401, a 404)
+    leaves HTTP/1.1 no choice but to close the connection; a client that had
+    already queued its next request on it sees that request fail. Bodies here
+    are small, so reading them first keeps keep-alive connections usable.
+    Too large a body is a 413, after which the connection is closed.
+    """
+    await request.get_data(cache=True)
+
+
 async def json_object(fields: frozenset[str]) -> dict[str, Any]:
     """The request body as a JSON object with no fields but ``fields``; else 400.
 

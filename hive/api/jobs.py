@@ -69,7 +69,7 @@ async def get_job(job_id: str) -> Response:
 @accepts("wait")
 async def cancel_job(job_id: str) -> tuple[Response, int]:
     job = find_job(job_id)
-    wait = request.args.get("wait", "false").lower()
+    wait = request.args.get("wait", "false")
     if wait not in ("true", "false", "1", "0"):
         fail(400, "bad_request", "wait must be true or false")
     who = f"DELETE from {request.remote_addr} ({request.headers.get('User-Agent', '?')})"
