@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..services import Services
 from . import auth
 from .context import EXTENSION
-from .errors import ApiError, error_response, one_line
+from .errors import ApiError, error_response, one_line, refusal
 from .inputs import check_query, read_body
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
@@ -32,25 +32,6 @@ MAX_BODY = 64 * 1024
 
 #: A request body must arrive within this many seconds (slow-body clients).
 BODY_TIMEOUT = 10
-
-
-def _refused(status: int, code: str, message: str, **extra: object) -> Response:
-    """The error response, logged once, as one line."""
-    current = websocket if has_websocket_context() else request
-    method = "WEBSOCKET" if has_websocket_context() else request.method
-    log.info(
-        "%s %s from %s -> %d %s: %s",
-        method,
-        one_line(current.path, 200),
-        current.remote_addr,
-        status,
-        code,
-        one_line(message),
-    )
-    response = error_response(status, code, message, **extra)
-    if status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
 
 
 ASGIApp = Any  # (scope, receive, send) -> Awaitable[None]; hypercorn's types are untyped
@@ -95,12 +76,12 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
-        return _refused(exc.status, exc.code, str(exc), **exc.extra)
+        return refusal(exc.status, exc.code, str(exc), **exc.extra)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = _refused(exc.code or 500, code, exc.description or code)
+        response = refusal(exc.code or 500, code, exc.description or code)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value  # e.g. Allow on a 405

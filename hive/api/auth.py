@@ -199,8 +199,9 @@ def _session_blueprint(access: Access) -> Blueprint:
         in history or in storage that scripts can read."""
         given = None
         if await request.get_data():
-            given = (await json_object(frozenset({"token"}))).get("token")
-            if not isinstance(given, str | None):
+            body = await json_object(frozenset({"token"}))
+            given = body.get("token", "")
+            if not isinstance(given, str):
                 fail(400, "bad_request", '"token" must be a string')
         token = _bearer(request.headers.get("Authorization")) or given
         if token is None or not _token_ok(token, access.token):

@@ -13,7 +13,7 @@ from ..joblog import LogEntry, OutputEntry
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from ..protocol import coalesce, encode_control, encode_output, output_event_json
 from .context import services
-from .errors import ApiError, fail
+from .errors import ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object
 
 blueprint = Blueprint("jobs", __name__)
@@ -94,12 +94,18 @@ async def stream(job_id: str) -> None:
         if fmt not in ("binary", "json"):
             fail(400, "bad_request", "format must be binary or json")
     except ApiError as exc:
-        await websocket.close(CLOSE_BASE + exc.status, str(exc))
+        log_refusal(exc.status, exc.code, str(exc))
+        await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
         return
     async for batch in job.log.follow(since):
         for frame in _frames(batch, json_output=fmt == "json"):
             await websocket.send(frame)
     await websocket.close(1000, "end of job")
+
+
+def close_reason(text: str) -> str:
+    """A websocket close reason: one line of ASCII within the protocol's 123 bytes."""
+    return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
 
 
 def _int_arg(value: str, name: str) -> int:
