@@ -13,6 +13,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -121,9 +122,12 @@ class HiveClient:
             self._ssl = ssl.create_default_context(cafile=cacert)
         except (OSError, ssl.SSLError) as exc:
             raise HiveError(f"cannot use CA file {cacert}: {_reason(exc)}") from None
-        self._http = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout, headers=headers, verify=self._ssl
-        )
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=timeout, headers=headers, verify=self._ssl
+            )
+        except httpx.InvalidURL as exc:
+            raise HiveError(f"bad hive URL {url!r}: {exc}") from None
         self._compatible = False
 
     async def __aenter__(self) -> HiveClient:
@@ -196,7 +200,7 @@ class HiveClient:
         return list(result["jobs"])
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}")
+        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{_segment(job_id)}")
         return result
 
     async def cancel(self, job_id: str, *, wait: bool = False) -> dict[str, Any]:
@@ -205,7 +209,7 @@ class HiveClient:
         params = {"wait": "true"} if wait else {}
         timeout = None if wait else self._http.timeout
         result: dict[str, Any] = await self._request(
-            "DELETE", f"/v1/jobs/{job_id}", params=params, timeout=timeout
+            "DELETE", f"/v1/jobs/{_segment(job_id)}", params=params, timeout=timeout
         )
         return result
 
@@ -217,7 +221,7 @@ class HiveClient:
         """
         if not self._compatible:
             await self.health()
-        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?since={since}")
+        url = websocket_url(self.url, f"/v1/jobs/{_segment(job_id)}/stream?since={since}")
         headers = [(b"user-agent", f"keeper/{__version__}".encode())]
         if self._token is not None:
             headers.append((b"authorization", f"Bearer {self._token}".encode()))
@@ -271,8 +275,18 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
         await trio.lowlevel.checkpoint_if_cancelled()
 
 
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a job id argument cannot reach another route."""
+    return quote(value, safe="")
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """One line about ``exc``, from the first exception in its chain that says something
+    (httpx's ConnectError often says nothing itself; its cause, e.g. the TLS error, does)."""
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause) if cause is not None else type(exc).__name__
     if "Connection refused" in text or "Errno 111" in text:
         return "connection refused (is `hive serve` running?)"
     return text.splitlines()[0]

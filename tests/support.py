@@ -191,16 +191,28 @@ class KeeperRun:
     stderr: str
 
 
-async def keeper(hive: Hive, *args: str, timeout: float = 60.0) -> KeeperRun:
-    """Run `keeper --hive URL ARGS...` to completion (with the hive's token)."""
+async def keeper(
+    hive: Hive, *args: str, timeout: float = 60.0, env: Mapping[str, str] | None = None
+) -> KeeperRun:
+    """Run `keeper --hive URL ARGS...` to completion, with the hive's token
+    (or in ``env`` instead of :meth:`Hive.keeper_env`)."""
+    return await keeper_at(
+        hive.url, *args, timeout=timeout, env=hive.keeper_env() if env is None else env
+    )
+
+
+async def keeper_at(
+    url: str, *args: str, env: Mapping[str, str], timeout: float = 60.0
+) -> KeeperRun:
+    """Run `keeper --hive URL ARGS...` in ``env`` to completion."""
     with trio.fail_after(timeout):
         done = await trio.run_process(
-            [sys.executable, "-m", "keeper", "--hive", hive.url, *args],
+            [sys.executable, "-m", "keeper", "--hive", url, *args],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
             cwd=ROOT,
-            env=hive.keeper_env(),
+            env=env,
         )
     return KeeperRun(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
 
