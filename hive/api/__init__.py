@@ -30,8 +30,9 @@ log = logging.getLogger("hive.api")
 #: Largest request body accepted; job requests are a few dozen bytes.
 MAX_BODY = 64 * 1024
 
-#: A request body must arrive within this many seconds (slow-body clients).
-BODY_TIMEOUT = 10
+#: A request body must arrive within this many seconds (slow-body clients);
+#: bodies are at most MAX_BODY bytes.
+BODY_TIMEOUT = 5
 
 
 ASGIApp = Any  # (scope, receive, send) -> Awaitable[None]; hypercorn's types are untyped
@@ -81,7 +82,11 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = refusal(exc.code or 500, code, exc.description or code)
+        message = exc.description or code
+        if exc.code == 404:
+            current = websocket if has_websocket_context() else request
+            message = f"no such endpoint: {current.path}"
+        response = refusal(exc.code or 500, code, message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value  # e.g. Allow on a 405

@@ -194,17 +194,17 @@ def _session_blueprint(access: Access) -> Blueprint:
     @public
     @accepts()
     async def login() -> Response:
-        """Trade the token (JSON ``{"token": ...}`` or a Bearer header) for an
-        HttpOnly cookie, so that a browser page never keeps the token in a URL,
-        in history or in storage that scripts can read."""
-        given = None
+        """Trade the token (JSON ``{"token": ...}`` or a Bearer header; if both,
+        both must be right) for an HttpOnly cookie, so that a browser page never
+        keeps the token in a URL, in history or in storage that scripts can read."""
+        given = [_bearer(request.headers.get("Authorization"))]
         if await request.get_data():
             body = await json_object(frozenset({"token"}))
-            given = body.get("token", "")
-            if not isinstance(given, str):
+            if not isinstance(body.get("token", ""), str):
                 fail(400, "bad_request", '"token" must be a string')
-        token = _bearer(request.headers.get("Authorization")) or given
-        if token is None or not _token_ok(token, access.token):
+            given.append(body.get("token"))
+        tokens = [token for token in given if token is not None]
+        if not tokens or not all(_token_ok(token, access.token) for token in tokens):
             _unauthorized()
         response = jsonify({"status": "ok"})
         response.set_cookie(

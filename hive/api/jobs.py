@@ -18,7 +18,7 @@ from .inputs import accepts, json_object
 
 blueprint = Blueprint("jobs", __name__)
 
-JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+JOB_ID = re.compile(r"^[0-9a-f]{12}\Z")  # \Z: "$" would accept a final "\n"
 SUBMIT_FIELDS = frozenset({"operation", "worker"})
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
@@ -68,11 +68,12 @@ async def get_job(job_id: str) -> Response:
 @blueprint.delete("/v1/jobs/<job_id>")
 @accepts("wait")
 async def cancel_job(job_id: str) -> tuple[Response, int]:
-    job = find_job(job_id)
     wait = request.args.get("wait", "false")
     if wait not in ("true", "false", "1", "0"):
         fail(400, "bad_request", "wait must be true or false")
-    who = f"DELETE from {request.remote_addr} ({request.headers.get('User-Agent', '?')})"
+    job = find_job(job_id)
+    agent = one_line(request.headers.get("User-Agent", "?"), 80)
+    who = f"DELETE from {request.remote_addr} ({agent})"
     try:
         services().engine.cancel(job.id, by=who)
     except JobAlreadyEnded:
@@ -88,11 +89,11 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 async def stream(job_id: str) -> None:
     await websocket.accept()
     try:
-        job = find_job(job_id)
         since = _int_arg(websocket.args.get("since", "0"), "since")
         fmt = websocket.args.get("format", "binary")
         if fmt not in ("binary", "json"):
             fail(400, "bad_request", "format must be binary or json")
+        job = find_job(job_id)
     except ApiError as exc:
         log_refusal(exc.status, exc.code, str(exc))
         await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
