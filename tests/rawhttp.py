@@ -82,14 +82,18 @@ async def probe(
 async def read_answer(stream: trio.abc.ReceiveStream) -> Answer:
     """Read one response: the head, then Content-Length bytes (or up to EOF)."""
     data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            raise ConnectionError(f"connection closed before a full response: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = int(status_line.split()[1])
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed before a full response: {data!r}")
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split()[1])
+        if not 100 <= status < 200 or status == 101:
+            break  # a "100 Continue" is followed by the real answer
+    rest = data
     headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")
