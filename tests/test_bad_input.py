@@ -14,9 +14,10 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
 from hive.api import MAX_BODY
 from hive.api.errors import MAX_MESSAGE
@@ -315,26 +316,50 @@ async def test_refused_requests_leave_the_connection_usable_or_closed(hive: Hive
                 pass
 
 
+async def raw_websocket(hive: Hive, target: str) -> tuple[trio.SocketStream, WSConnection]:
+    """A websocket of our own making (wsproto over a socket), so that the test can
+    drop it at any moment instead of waiting for a closing handshake."""
+    host, port = address(hive.url)
+    stream = await trio.open_tcp_stream(host, port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    headers = [(b"authorization", f"Bearer {hive.token}".encode())]
+    await stream.send_all(
+        ws.send(Request(host=f"{host}:{port}", target=target, extra_headers=headers))
+    )
+    while True:
+        ws.receive_data(await stream.receive_some(65536))
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return stream, ws
+            raise AssertionError(f"handshake refused: {event}")
+
+
 async def test_websocket_abuse(hive: Hive) -> None:
-    """Oversized and unexpected messages from a follower close only that follower."""
+    """Unexpected and oversized messages from a follower close only that follower."""
     submitted = await keeper(hive, "download", "sleeper")
     job_id = submitted.stdout.decode().strip()
-    url = hive.ws_url(f"/v1/jobs/{job_id}/stream")
+    target = f"/v1/jobs/{job_id}/stream"
     with trio.fail_after(30):
-        async with open_websocket_url(
-            url, extra_headers=hive.ws_headers(), max_message_size=1 << 20
-        ) as ws:
-            await ws.send_message("hello?")  # the stream ignores what clients send
-            await ws.send_message(b"\x00" * 1000)
-            await ws.get_message()
-            await ws.send_message(b"x" * (128 * 1024))  # over the hive's 64 KiB limit
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    await ws.get_message()
-        assert closed.value.reason.code == 1009  # message too big
+        stream, ws = await raw_websocket(hive, target)
+        async with stream:
+            # The stream ignores what clients send...
+            await stream.send_all(
+                ws.send(TextMessage("hello?")) + ws.send(BytesMessage(b"\0" * 1000))
+            )
+            # ...up to the hive's 64 KiB message limit.
+            await stream.send_all(ws.send(BytesMessage(b"x" * (128 * 1024))))
+            closed = None
+            while closed is None:
+                data = await stream.receive_some(65536)
+                assert data, "connection closed without a close frame"
+                ws.receive_data(data)
+                closed = next((e for e in ws.events() if isinstance(e, CloseConnection)), None)
+            assert closed.code == 1009  # message too big
         # The job and the hive are fine; a new follower gets the history.
-        async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
-            assert await ws.get_message()
+        async with open_websocket_url(
+            hive.ws_url(target), extra_headers=hive.ws_headers()
+        ) as follower:
+            assert await follower.get_message()
     async with hive.client() as client:
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         assert job["state"] == "running"
