@@ -9,6 +9,7 @@ job's ``end`` event, and only then does hypercorn shut down.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +39,9 @@ DEFAULT_BIND = "127.0.0.1:7835"
 
 #: Websockets still open after the jobs ended get this long to close.
 GRACEFUL_TIMEOUT = 2.0
+
+#: After that, this much more before the hive exits regardless (see _force_exit).
+STUCK_CONNECTION_MARGIN = 3.0
 
 
 #: Connection limits (see docs/security.md): a connection that has not sent a
@@ -147,6 +151,7 @@ async def serve(
         hyper.keyfile = str(config.keyfile)
 
     stop = trio.Event()
+    jobs_down = trio.Event()
 
     async def shutdown_trigger() -> None:
         await stop.wait()
@@ -155,9 +160,11 @@ async def serve(
             sum(not job.state.final for job in engine.jobs()),
         )
         await engine.shutdown()
+        jobs_down.set()
 
     async with engine.running(), trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
+        nursery.start_soon(_force_exit, jobs_down)
 
         async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
             await hypercorn_serve(
@@ -185,6 +192,24 @@ async def _stop_on_signal(stop: trio.Event) -> None:
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
             stop.set()
+
+
+async def _force_exit(jobs_down: trio.Event) -> None:
+    """Exit even if hypercorn cannot close a connection.
+
+    hypercorn writes to a socket in a shielded scope with no timeout, so a
+    websocket client that stops reading (its receive window full) blocks that
+    write, and with it hypercorn's shutdown, forever. Every job is torn down by
+    the time ``jobs_down`` is set; if the server has not stopped well after its
+    graceful timeout, nothing is left to lose by leaving. Cancelled (with the
+    server's nursery) on a normal shutdown.
+    """
+    await jobs_down.wait()
+    await trio.sleep(GRACEFUL_TIMEOUT + STUCK_CONNECTION_MARGIN)
+    log.warning("a client connection did not close (a client that stopped reading?); exiting")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(0)
 
 
 def run(config: HiveConfig) -> None:

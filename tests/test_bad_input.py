@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -24,7 +26,7 @@ from hive.api.errors import MAX_MESSAGE
 
 from .api_table import SAMPLE_JOB_ID, operations
 from .rawhttp import Answer, address, probe, read_answer
-from .support import Hive, keeper
+from .support import Hive, keeper, running_hive
 
 JOBS = "/v1/jobs"
 JOB = f"/v1/jobs/{SAMPLE_JOB_ID}"
@@ -364,6 +366,28 @@ async def test_websocket_abuse(hive: Hive) -> None:
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         assert job["state"] == "running"
         await client.delete(f"/v1/jobs/{job_id}", params={"wait": "true"})
+
+
+async def test_followers_that_stop_reading_do_not_keep_the_hive_alive(tmp_path: Path) -> None:
+    """A follower that never reads blocks hypercorn's (shielded, untimed) socket
+    write for good; the hive still stops on SIGTERM, bounded, after its jobs."""
+    async with running_hive(tmp_path / "state") as hive:
+        async with hive.client() as client:
+            job = (await client.post(JOBS, content=worker("flood"))).json()
+        streams = [(await raw_websocket(hive, f"/v1/jobs/{job['id']}/stream"))[0] for _ in range(2)]
+        try:
+            async with hive.client() as client:
+                with trio.fail_after(60):
+                    while (await client.get(f"/v1/jobs/{job['id']}")).json()[
+                        "state"
+                    ] != "succeeded":
+                        await trio.sleep(0.1)
+                assert (await client.get("/v1/health")).status_code == 200  # others are served
+            assert await hive.stop(signal.SIGTERM) == 0
+            assert "did not close" in hive.log
+        finally:
+            for stream in streams:
+                await stream.aclose()
 
 
 IDLE = 200
