@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 #: makepkg's rule for a pkgname; also what keeps "../x" or "/etc" out of paths.
-WORKER_NAME = re.compile(r"^[a-z0-9@_+][a-z0-9@._+-]*$")
+WORKER_NAME = re.compile(r"^[a-z0-9@_+][a-z0-9@._+-]*\Z")  # \Z: "$" accepts a final "\n"
 MAX_NAME_LENGTH = 127
 
 

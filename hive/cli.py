@@ -10,7 +10,8 @@ import click
 
 from . import __version__
 from .catalog import bundled_catalog
-from .server import DEFAULT_BIND, HiveConfig, default_state_dir, run
+from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
+from .tokenfile import default_state_dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,14 +29,50 @@ def main() -> None:
     default=DEFAULT_BIND,
     show_default=True,
     metavar="HOST:PORT",
-    help="Address to listen on. Port 0 picks a free port (the ready line shows it).",
+    help="Address to listen on. Port 0 picks a free port (the ready line shows it). "
+    "Only loopback addresses unless --allow-remote.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow --bind on a non-loopback address. Anyone who can reach it and has the "
+    "token can run builds: use --certfile/--keyfile too.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host header is NAME (besides localhost and IP "
+    "addresses; DNS-rebinding defence). Repeatable.",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="SCHEME://HOST[:PORT]",
+    help="Also accept browser requests and websockets from this origin. Repeatable.",
+)
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS/WSS with this PEM certificate (chain); needs --keyfile.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The private key for --certfile.",
 )
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
     default=default_state_dir,
+    envvar="HIVE_STATE_DIR",
     show_default="$XDG_STATE_HOME/hive",
-    help="Where installed workers, builds and job state live.",
+    help="Where installed workers, builds, job state and the token live (also "
+    "$HIVE_STATE_DIR, which the keeper reads too).",
 )
 @click.option(
     "--catalog",
@@ -59,12 +96,24 @@ def main() -> None:
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
 def serve(
-    bind: str, state_dir: Path, catalog: Path, grace: float, max_parallel: int | None
+    bind: str,
+    allow_remote: bool,
+    allow_hosts: tuple[str, ...],
+    allow_origins: tuple[str, ...],
+    certfile: Path | None,
+    keyfile: Path | None,
+    state_dir: Path,
+    catalog: Path,
+    grace: float,
+    max_parallel: int | None,
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
     On shutdown every running job is cancelled, and its whole process tree is
     torn down, before the hive exits.
+
+    Every request needs the token in <state-dir>/token (created at first
+    start, mode 0600); a local keeper finds it by itself.
     """
     logging.basicConfig(
         stream=sys.stderr,
@@ -72,8 +121,19 @@ def serve(
         format="%(asctime)s hive: %(message)s",
         datefmt="%H:%M:%S",
     )
-    run(
-        HiveConfig(
-            bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
-        )
+    config = HiveConfig(
+        bind=bind,
+        state_dir=state_dir,
+        catalog=catalog,
+        grace=grace,
+        max_parallel=max_parallel,
+        allow_remote=allow_remote,
+        allow_hosts=allow_hosts,
+        allow_origins=allow_origins,
+        certfile=certfile,
+        keyfile=keyfile,
     )
+    try:
+        run(config)
+    except HiveConfigError as exc:
+        raise click.UsageError(str(exc)) from None

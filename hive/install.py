@@ -60,6 +60,9 @@ class Installer:
         self.catalog = catalog
         self.builds = state_dir / "builds"
         self.workers = state_dir / "workers"
+        #: Two builds of one worker may finish together; their moves into
+        #: place must not interleave (rmtree of one while the other renames).
+        self._placing = trio.Lock()
 
     async def plan(self, worker: str) -> JobSpec:
         """A job spec that installs ``worker``.
@@ -91,7 +94,8 @@ class Installer:
             raise JobFailure(f"package() did not create {package}")
         target = self.workers / recipe.name / recipe.full_version
         await trio.to_thread.run_sync(_write_manifest, recipe, recipe_dir, package, job.id)
-        await trio.to_thread.run_sync(_move_into_place, package, target)
+        async with self._placing:
+            await trio.to_thread.run_sync(_move_into_place, package, target)
         job.message(f"installed {recipe.name} {recipe.full_version} into {target}")
 
     def installed(self) -> list[InstalledWorker]:

@@ -11,6 +11,7 @@ import click
 import trio
 
 from . import __version__
+from .auth import discover_token
 from .client import DEFAULT_URL, ExitCode, HiveClient, HiveError, Refused
 from .follow import Console, Follower, describe_teardown
 
@@ -22,6 +23,8 @@ Exit codes:
   3        the job was cancelled, but not by this keeper
   4        unknown worker or job
   5        the hive refused the request (bad input, broken recipe)
+  6        no token, a wrong token, or an unusable token file
+  7        the hive speaks another version of the API
   124      the hive did not confirm a cancel in time
   125      the hive is unreachable or answered nonsense
   130      cancelled by this keeper's Ctrl+C, teardown confirmed
@@ -55,12 +58,15 @@ def run(main: Callable[[], Awaitable[int | None]]) -> NoReturn:
 
 
 class Context:
-    def __init__(self, url: str, quiet: bool) -> None:
+    def __init__(self, url: str, quiet: bool, token: str | None, cacert: str | None) -> None:
         self.url = url
         self.console = Console(quiet=quiet)
+        self.token = token
+        self.cacert = cacert
 
     def client(self) -> HiveClient:
-        return HiveClient(self.url)
+        found = discover_token(self.url, self.token)
+        return HiveClient(self.url, token=found.token, cacert=self.cacert)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -79,10 +85,27 @@ pass_context = click.make_pass_decorator(Context)
     metavar="URL",
     help="The hive to talk to (also $HIVE_URL).",
 )
+@click.option(
+    "--token",
+    envvar="HIVE_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="The hive's access token (also $HIVE_TOKEN). Default for a hive on a loopback "
+    "address: the local hive's token file ($HIVE_STATE_DIR/token, else "
+    "$XDG_STATE_HOME/hive/token).",
+)
+@click.option(
+    "--cacert",
+    envvar="HIVE_CACERT",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="PEM file of CA certificates to trust for an https:// hive (also $HIVE_CACERT).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr; job output only.")
 @click.version_option(__version__, prog_name="keeper")
 @click.pass_context
-def main(ctx: click.Context, url: str, quiet: bool) -> None:
+def main(ctx: click.Context, url: str, token: str | None, cacert: str | None, quiet: bool) -> None:
     """keeper: install workers on a hive and watch their builds.
 
     \b
@@ -96,7 +119,7 @@ def main(ctx: click.Context, url: str, quiet: bool) -> None:
     (job stderr, hive and keeper status lines) to stderr, so
     `keeper download X --follow > build.log` keeps the build log clean.
     """
-    ctx.obj = Context(url, quiet)
+    ctx.obj = Context(url, quiet, token, cacert)
 
 
 async def _follow(

@@ -8,20 +8,24 @@ traceback.
 from __future__ import annotations
 
 import enum
+import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
 )
 
-from hive.protocol import Event, ProtocolError, decode_frame
+from hive.protocol import API_VERSION, Event, ProtocolError, decode_frame
 
 from . import __version__
 
@@ -39,6 +43,8 @@ class ExitCode(enum.IntEnum):
     JOB_CANCELLED = 3
     NOT_FOUND = 4
     REFUSED = 5
+    AUTH = 6
+    INCOMPATIBLE = 7
     CANCEL_UNCONFIRMED = 124
     HIVE_ERROR = 125
     INTERRUPTED = 130
@@ -67,6 +73,18 @@ class Refused(HiveError):
     exit_code = ExitCode.REFUSED
 
 
+class Unauthorized(HiveError):
+    """The hive wants a token, or another one."""
+
+    exit_code = ExitCode.AUTH
+
+
+class Incompatible(HiveError):
+    """A hive that speaks another version of the API."""
+
+    exit_code = ExitCode.INCOMPATIBLE
+
+
 class StreamInterrupted(HiveError):
     """The websocket closed before the job's ``end`` event."""
 
@@ -78,17 +96,39 @@ def websocket_url(base: str, path: str) -> str:
 
 
 class HiveClient:
-    """``async with HiveClient(url) as hive: await hive.submit("cbuild")``."""
+    """``async with HiveClient(url, token=T) as hive: await hive.submit("cbuild")``.
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 10.0) -> None:
+    Before its first call the client checks, with ``/v1/health``, that it talks
+    to a hive of its own API version. ``cacert`` is a PEM file of CAs to trust
+    for an ``https://`` hive instead of the system's.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        cacert: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise HiveError(f"hive URL must start with http:// or https://, got {url!r}")
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=timeout,
-            headers={"User-Agent": f"keeper/{__version__}"},
-        )
+        self._token = token
+        headers = {"User-Agent": f"keeper/{__version__}"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._ssl = ssl.create_default_context(cafile=cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise HiveError(f"cannot use CA file {cacert}: {_reason(exc)}") from None
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=timeout, headers=headers, verify=self._ssl
+            )
+        except httpx.InvalidURL as exc:
+            raise HiveError(f"bad hive URL {url!r}: {exc}") from None
+        self._compatible = False
 
     async def __aenter__(self) -> HiveClient:
         return self
@@ -97,6 +137,11 @@ class HiveClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not self._compatible:
+            await self.health()
+        return await self._call(method, path, **kwargs)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -112,6 +157,8 @@ class HiveClient:
             ) from None
         if response.is_success:
             return body
+        if response.status_code == 401:
+            raise self._unauthorized()
         message = body.get("message") if isinstance(body, dict) else None
         message = message or f"HTTP {response.status_code}"
         error_class = (
@@ -121,8 +168,26 @@ class HiveClient:
         )
         raise error_class(message, status=response.status_code, body=body)
 
+    def _unauthorized(self) -> Unauthorized:
+        if self._token is None:
+            return Unauthorized(
+                f"the hive at {self.url} needs a token: pass --token or set HIVE_TOKEN",
+                status=401,
+            )
+        return Unauthorized(f"the hive at {self.url} refused the token", status=401)
+
     async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", "/v1/health")
+        """The hive's health; raises :class:`Incompatible` for another API version."""
+        result = await self._call("GET", "/v1/health")
+        if not isinstance(result, dict) or result.get("status") != "ok":
+            raise HiveError(f"{self.url} answered /v1/health with nonsense: is it a hive?")
+        if result.get("api") != API_VERSION:
+            raise Incompatible(
+                f"the hive at {self.url} is version {result.get('version', '?')} "
+                f"(API {result.get('api', '?')}); this keeper {__version__} speaks API "
+                f"{API_VERSION}"
+            )
+        self._compatible = True
         return result
 
     async def submit(self, worker: str) -> dict[str, Any]:
@@ -135,7 +200,7 @@ class HiveClient:
         return list(result["jobs"])
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}")
+        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{_segment(job_id)}")
         return result
 
     async def cancel(self, job_id: str, *, wait: bool = False) -> dict[str, Any]:
@@ -144,7 +209,7 @@ class HiveClient:
         params = {"wait": "true"} if wait else {}
         timeout = None if wait else self._http.timeout
         result: dict[str, Any] = await self._request(
-            "DELETE", f"/v1/jobs/{job_id}", params=params, timeout=timeout
+            "DELETE", f"/v1/jobs/{_segment(job_id)}", params=params, timeout=timeout
         )
         return result
 
@@ -154,14 +219,39 @@ class HiveClient:
 
         Raises :class:`StreamInterrupted` if the connection is lost first.
         """
-        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?since={since}")
+        if not self._compatible:
+            await self.health()
+        url = websocket_url(self.url, f"/v1/jobs/{_segment(job_id)}/stream?since={since}")
+        headers = [(b"user-agent", f"keeper/{__version__}".encode())]
+        if self._token is not None:
+            headers.append((b"authorization", f"Bearer {self._token}".encode()))
         try:
-            async with open_websocket_url(url, max_message_size=MAX_MESSAGE) as ws:
+            async with open_websocket_url(
+                url,
+                ssl_context=self._ssl if url.startswith("wss://") else None,
+                extra_headers=headers,
+                max_message_size=MAX_MESSAGE,
+            ) as ws:
                 yield _events(ws)
+        except ConnectionRejected as exc:
+            raise self._rejected(exc) from None
         except HandshakeError as exc:
             raise StreamInterrupted(f"websocket handshake with {self.url} failed: {exc}") from None
         except OSError as exc:
             raise StreamInterrupted(f"cannot reach the hive at {self.url}: {exc}") from None
+
+    def _rejected(self, exc: ConnectionRejected) -> HiveError:
+        """The HTTP answer that refused a websocket handshake, as an error."""
+        if exc.status_code == 401:
+            return self._unauthorized()
+        try:
+            body = json.loads(exc.body or b"")
+            message = str(body["message"])
+        except (ValueError, TypeError, KeyError):
+            message = f"the hive refused the stream (HTTP {exc.status_code})"
+        if exc.status_code == 404:
+            return NotFound(message, status=404)
+        return (Refused if exc.status_code < 500 else HiveError)(message, status=exc.status_code)
 
 
 async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
@@ -185,8 +275,18 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
         await trio.lowlevel.checkpoint_if_cancelled()
 
 
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a job id argument cannot reach another route."""
+    return quote(value, safe="")
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """One line about ``exc``, from the first exception in its chain that says something
+    (httpx's ConnectError often says nothing itself; its cause, e.g. the TLS error, does)."""
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause) if cause is not None else type(exc).__name__
     if "Connection refused" in text or "Errno 111" in text:
         return "connection refused (is `hive serve` running?)"
     return text.splitlines()[0]

@@ -32,10 +32,10 @@ async def wait_for_processes(job_id: str, at_least: int, timeout: float = 20.0) 
 
 
 async def ws_events(hive: Hive, job_id: str, since: int = 0) -> list[OutputChunk | ControlEvent]:
-    url = hive.url.replace("http://", "ws://") + f"/v1/jobs/{job_id}/stream?since={since}"
+    url = hive.ws_url(f"/v1/jobs/{job_id}/stream?since={since}")
     events: list[OutputChunk | ControlEvent] = []
     with trio.fail_after(30):
-        async with open_websocket_url(url) as ws:
+        async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
             while True:
                 event = decode_frame(await ws.get_message())
                 events.append(event)

@@ -15,11 +15,13 @@ from ..joblog import LogEntry, OutputEntry
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from ..protocol import coalesce, encode_control, encode_output, output_event_json
 from .context import services
-from .errors import ApiError, fail
+from .errors import ApiError, fail, log_refusal, one_line
+from .inputs import accepts, json_object
 
 blueprint = Blueprint("jobs", __name__)
 
-JOB_ID = re.compile(r"^[0-9a-f]{12}$")
+JOB_ID = re.compile(r"^[0-9a-f]{12}\Z")  # \Z: "$" would accept a final "\n"
+SUBMIT_FIELDS = frozenset({"operation", "worker"})
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
 CLOSE_BASE = 4000
@@ -45,12 +47,7 @@ def find_job(job_id: str) -> Job:
 
 @blueprint.post("/v1/jobs")
 async def submit() -> tuple[Response, int]:
-    body = await request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        fail(400, "bad_request", "the body must be a JSON object")
-    unknown = set(body) - {"operation", "worker"}
-    if unknown:
-        fail(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = await json_object(SUBMIT_FIELDS)
     if body.get("operation") != OPERATION:
         fail(400, "bad_request", f'"operation" must be "{OPERATION}"')
     worker = body.get("worker")
@@ -80,12 +77,14 @@ async def get_job(job_id: str) -> Response:
 
 
 @blueprint.delete("/v1/jobs/<job_id>")
+@accepts("wait")
 async def cancel_job(job_id: str) -> tuple[Response, int]:
-    job = find_job(job_id)
-    wait = request.args.get("wait", "false").lower()
+    wait = request.args.get("wait", "false")
     if wait not in ("true", "false", "1", "0"):
         fail(400, "bad_request", "wait must be true or false")
-    who = f"DELETE from {request.remote_addr} ({request.headers.get('User-Agent', '?')})"
+    job = find_job(job_id)
+    agent = one_line(request.headers.get("User-Agent", "?"), 80)
+    who = f"DELETE from {request.remote_addr} ({agent})"
     try:
         services().engine.cancel(job.id, by=who)
     except JobAlreadyEnded:
@@ -97,16 +96,18 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 
 
 @blueprint.websocket("/v1/jobs/<job_id>/stream")
+@accepts("since", "format")
 async def stream(job_id: str) -> None:
     await websocket.accept()
     try:
-        job = find_job(job_id)
         since = _int_arg(websocket.args.get("since", "0"), "since")
         fmt = websocket.args.get("format", "binary")
         if fmt not in ("binary", "json"):
             fail(400, "bad_request", "format must be binary or json")
+        job = find_job(job_id)
     except ApiError as exc:
-        await websocket.close(CLOSE_BASE + exc.status, str(exc))
+        log_refusal(exc.status, exc.code, str(exc))
+        await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
         return
     try:
         async for batch in job.log.follow(since):
@@ -120,6 +121,11 @@ async def stream(job_id: str) -> None:
         await websocket.close(1000, "end of job")
     except FOLLOWER_GONE:
         log.debug("follower of job %s went away", job.id)
+
+
+def close_reason(text: str) -> str:
+    """A websocket close reason: one line of ASCII within the protocol's 123 bytes."""
+    return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
 
 
 def _int_arg(value: str, name: str) -> int:

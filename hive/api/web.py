@@ -1,4 +1,9 @@
-"""The web page (static ES modules, no build step) and its live job list."""
+"""The web page (static ES modules, no build step) and its live job list.
+
+The page and its assets are public: they hold no data. Everything they show
+comes from the API, which the page reaches with the session cookie it gets from
+``POST /v1/session`` (see docs/security.md).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from pathlib import Path
 
 from quart import Blueprint, Response, send_from_directory, websocket
 
+from .auth import public
 from .context import services
+from .inputs import accepts
 from .jobs import FOLLOWER_GONE
 
 blueprint = Blueprint("web", __name__)
@@ -17,6 +24,8 @@ WEB_ROOT = Path(str(resources.files("hive") / "web"))
 
 
 @blueprint.get("/")
+@public
+@accepts()
 async def index() -> Response:
     response = await send_from_directory(WEB_ROOT, "index.html")
     response.headers["Cache-Control"] = "no-cache"
@@ -24,6 +33,8 @@ async def index() -> Response:
 
 
 @blueprint.get("/ui/<path:name>")
+@public
+@accepts()
 async def asset(name: str) -> Response:
     response = await send_from_directory(WEB_ROOT, name)
     response.headers["Cache-Control"] = "no-cache"
@@ -31,6 +42,7 @@ async def asset(name: str) -> Response:
 
 
 @blueprint.websocket("/v1/events")
+@accepts()
 async def events() -> None:
     """The job list, pushed now and after every job state change."""
     await websocket.accept()
