@@ -21,6 +21,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .api import create_app
 from .catalog import Catalog, bundled_catalog
+from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
 from .services import Services
@@ -47,20 +48,27 @@ class HiveConfig:
     max_parallel: int | None = None
 
 
-def teardown_layers() -> list[str]:
-    """Which teardown mechanisms this hive uses, for the start-up line and /v1/health."""
-    return ["process-group", "descendants", "pidfd"]
-
-
 async def serve(
     config: HiveConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a hive until SIGINT or SIGTERM; then tear every job down and stop."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = JobEngine(grace=config.grace, max_parallel=config.max_parallel)
+    async with open_containment(config.state_dir, grace=config.grace) as containment:
+        await _serve(config, containment, task_status=task_status)
+    log.info("stopped")
+
+
+async def _serve(
+    config: HiveConfig, containment: Containment, *, task_status: trio.TaskStatus[str]
+) -> None:
+    engine = JobEngine(
+        grace=config.grace, max_parallel=config.max_parallel, containment=containment
+    )
     installer = Installer(Catalog(config.catalog), config.state_dir)
-    layers = teardown_layers()
-    app = create_app(Services(engine=engine, installer=installer, layers=layers))
+    layers = containment.layers
+    app = create_app(
+        Services(engine=engine, installer=installer, layers=layers, recovered=containment.recovered)
+    )
 
     hyper = HypercornConfig()
     hyper.bind = [config.bind]
@@ -99,7 +107,6 @@ async def serve(
             ", ".join(layers),
         )
         task_status.started(url)
-    log.info("stopped")
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +98,7 @@ async def running_hive(
     catalog: Path = TEST_RECIPES,
     grace: float = 1.0,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Hive]:
     """Start `hive serve` on a free port; stop it and check for leftovers after."""
     argv = [
@@ -116,7 +117,11 @@ async def running_hive(
         *extra,
     ]
     process = await trio.lowlevel.open_process(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, **env} if env else None,
     )
     lines: list[str] = []
     ready = trio.Event()
