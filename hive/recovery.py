@@ -78,6 +78,10 @@ class RunningRecord:
             raise ValueError(str(exc)) from None
         if not (isinstance(record.job_id, str) and record.job_id.isalnum()):
             raise ValueError("bad job_id")
+        if not (isinstance(record.boot_id, str) and isinstance(record.hive_pid, int)):
+            raise ValueError("bad boot_id or hive_pid")
+        if record.cgroup is not None and not isinstance(record.cgroup, str):
+            raise ValueError("bad cgroup")
         for name in ("pgid", "leader_pid"):
             value = getattr(record, name)
             if value is not None and not (isinstance(value, int) and value > 1):

@@ -13,7 +13,16 @@ import pytest
 
 from ..support import Hive, job_processes
 from .conftest import GRACE
-from .tools import Leftovers, cancel, session_processes, submit, wait_until, watching, zombies
+from .tools import (
+    Leftovers,
+    cancel,
+    hive_cgroup,
+    session_processes,
+    submit,
+    wait_until,
+    watching,
+    zombies,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ async def test_cancel_mid_run_leaves_nothing(hive: Hive, leftovers: Leftovers, c
     if case.recipe == "envclear" and mode == "no-cgroup":
         pytest.skip("the known limit without cgroups: see test_limits.py")
     job_id = leftovers.job(await submit(hive, case.recipe))
+    cgroup = hive_cgroup(hive)
     async with watching(hive, job_id) as watch:
         escapees = await watch.ready(f"{case.recipe} ready".encode(), case.pids)
         leftovers.add(escapees)
@@ -89,3 +99,6 @@ async def test_cancel_mid_run_leaves_nothing(hive: Hive, leftovers: Leftovers, c
         assert report["sigkill"] == 0 and not report["cgroup_kill"], report
     if layer := case.only_by.get(mode):
         assert report["by_layer"][layer]["only"] >= 1, report["by_layer"]
+    # Released: no running record, no cgroup.
+    assert not (hive.state_dir / "running" / f"{job_id}.json").exists()
+    assert cgroup is None or not (cgroup / f"job-{job_id}").exists()

@@ -48,9 +48,15 @@ class Proc:
         fields = stat_fields(pid)
         return cls(pid, int(fields[19])) if fields else None
 
-    def alive(self) -> bool:
+    def _state(self) -> str | None:
         fields = stat_fields(self.pid)
-        return fields is not None and int(fields[19]) == self.start_time and fields[0] != "Z"
+        return fields[0] if fields is not None and int(fields[19]) == self.start_time else None
+
+    def alive(self) -> bool:
+        return self._state() not in (None, "Z")
+
+    def zombie(self) -> bool:
+        return self._state() == "Z"
 
 
 def all_stats() -> dict[int, list[str]]:
@@ -131,10 +137,11 @@ class Watch:
     events: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
+    _stop: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     async def run(self, hive: Hive, job_id: str) -> None:
         url = hive.url.replace("http://", "ws://") + f"/v1/jobs/{job_id}/stream"
-        with contextlib.suppress(ConnectionClosed):
+        with self._stop, contextlib.suppress(ConnectionClosed):
             async with open_websocket_url(url) as ws:
                 while self.end is None:
                     self._take(decode_frame(await ws.get_message()))
@@ -169,6 +176,10 @@ class Watch:
         found = [Proc.of(int(pid)) for pid in PID_LINE.findall(self.stdout)]
         return [proc for proc in found if proc is not None]
 
+    def cancel(self) -> None:
+        """Stop following (the job goes on)."""
+        self._stop.cancel()
+
     async def ended(self, timeout: float = 30.0) -> dict[str, Any]:
         with trio.fail_after(timeout):
             while self.end is None:
@@ -188,7 +199,8 @@ async def watching(hive: Hive, job_id: str) -> AsyncIterator[Watch]:
         nursery.start_soon(watch.run, hive, job_id)
         try:
             yield watch
-            await watch.ended()
+            if not watch._stop.cancel_called:
+                await watch.ended()
         finally:
             nursery.cancel_scope.cancel()
 
