@@ -10,7 +10,6 @@ tears the job down with every layer, then releases the cgroup and the record.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from .proctree import (
     spawn,
 )
 from .reaper import Reaper, become_subreaper
-from .recovery import RecoveredJob, RunningRecord, RunningRecords, boot_id, recover
+from .recovery import RecoveredJob, RunningRecord, RunningRecords, recover
 
 log = logging.getLogger("hive")
 
@@ -88,7 +87,7 @@ class JobTree:
         leaves enough behind for the next one to find the job's processes.
         """
         c = self._containment
-        record = RunningRecord(self._job_id, boot_id(), os.getpid())
+        record = RunningRecord.start(self._job_id)
         try:
             if c.cgroups is not None:
                 self._cgroup = c.cgroups.job(self._job_id)

@@ -75,7 +75,6 @@ class Reaper:
         #: Job leaders, which trio reaps.
         self._owned: set[int] = set()
         self._spawning = 0
-        self.reaped = 0
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
@@ -115,7 +114,6 @@ class Reaper:
             with contextlib.suppress(ChildProcessError):
                 if os.waitid(os.P_PID, stat.pid, os.WEXITED | os.WNOHANG) is not None:
                     reaped += 1
-        self.reaped += reaped
         return reaped
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

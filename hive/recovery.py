@@ -36,6 +36,7 @@ from .proctree import (
     candidates,
     job_marker,
     marked_pids,
+    read_stat,
     snapshot,
 )
 
@@ -59,10 +60,17 @@ class RunningRecord:
     job_id: str
     boot_id: str
     hive_pid: int
+    hive_start_time: int = 0
     cgroup: str | None = None
     pgid: int | None = None
     leader_pid: int | None = None
     leader_start_time: int = 0
+
+    @classmethod
+    def start(cls, job_id: str) -> RunningRecord:
+        """A record of ``job_id`` that names this hive (and this boot)."""
+        own = read_stat(os.getpid())
+        return cls(job_id, boot_id(), os.getpid(), own.start_time if own else 0)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,8 +86,10 @@ class RunningRecord:
             raise ValueError(str(exc)) from None
         if not (isinstance(record.job_id, str) and record.job_id.isalnum()):
             raise ValueError("bad job_id")
-        if not (isinstance(record.boot_id, str) and isinstance(record.hive_pid, int)):
-            raise ValueError("bad boot_id or hive_pid")
+        if not isinstance(record.boot_id, str):
+            raise ValueError("bad boot_id")
+        if not (isinstance(record.hive_pid, int) and isinstance(record.hive_start_time, int)):
+            raise ValueError("bad hive_pid or hive_start_time")
         if record.cgroup is not None and not isinstance(record.cgroup, str):
             raise ValueError("bad cgroup")
         for name in ("pgid", "leader_pid"):
@@ -149,6 +159,15 @@ class RecoveredJob:
         return text + "".join(f"; {note}" for note in extra)
 
 
+def hive_still_runs(record: RunningRecord) -> bool:
+    """Whether the hive that wrote ``record`` is alive (another hive on the same
+    state dir, a mistake): its jobs are then its own to tear down, not ours."""
+    if record.hive_pid == os.getpid():
+        return False
+    stat = read_stat(record.hive_pid)
+    return stat is not None and not stat.dead and stat.start_time == record.hive_start_time
+
+
 def trusted_pgid(
     record: RunningRecord, procs: Mapping[int, ProcStat], vouched: Collection[int]
 ) -> int | None:
@@ -187,7 +206,7 @@ def _cgroup_for(record: RunningRecord, cgroups: HiveCgroups | None) -> JobCgroup
             return ours
     path = Path(record.cgroup)
     # Only a real cgroup directory: the record must not make us write elsewhere.
-    return JobCgroup(path) if (path / "cgroup.kill").is_file() else None
+    return JobCgroup(path) if (path / "cgroup.procs").is_file() else None
 
 
 async def recover(
@@ -205,7 +224,16 @@ async def recover(
     current_boot = boot_id()
     recovered: list[RecoveredJob] = []
     work: list[tuple[RecoveredJob, JobIdentity, JobCgroup | None]] = []
+    theirs: set[str] = set()
     for record in records.load():
+        if record.boot_id == current_boot and hive_still_runs(record):
+            log.warning(
+                "job %s belongs to hive pid %d, which still runs on this state dir: left alone",
+                record.job_id,
+                record.hive_pid,
+            )
+            theirs.add(record.job_id)
+            continue
         job = RecoveredJob(record.job_id, TeardownReport(layers=list(layers)), record)
         recovered.append(job)
         if record.boot_id != current_boot:
@@ -214,7 +242,7 @@ async def recover(
         cgroup = _cgroup_for(record, cgroups)
         work.append((job, _identity(record, cgroup), cgroup))
     if cgroups is not None:
-        recorded = {job.job_id for job in recovered}
+        recorded = theirs | {job.job_id for job in recovered}
         for job_id, cgroup in cgroups.jobs().items():
             if job_id not in recorded:
                 job = RecoveredJob(job_id, TeardownReport(layers=list(layers)), None)

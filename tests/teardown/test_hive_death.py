@@ -111,3 +111,17 @@ async def test_restart_after_sigkill_kills_what_the_dead_hive_left(
     assert list((state / "running").iterdir()) == []
     assert listed == []  # the old jobs are not this hive's jobs
     await wait_until(lambda: all(not proc.alive() for proc in escapees))
+
+
+async def test_a_second_hive_on_the_same_state_dir_leaves_the_first_ones_jobs_alone(
+    tmp_path: Path, leftovers: Leftovers
+) -> None:
+    state = tmp_path / "state"
+    async with teardown_hive(state, leftovers, cgroups=None) as first:
+        jobs, escapees = await start_ready(first, leftovers, ["setsid"])
+        async with teardown_hive(state, leftovers, cgroups=None) as second:
+            assert "still runs on this state dir: left alone" in second.log
+        assert all(proc.alive() for proc in escapees)
+        assert (await get_job(first, jobs[0]["id"]))["state"] == "running"
+    left = leftovers_of(jobs, escapees)
+    assert left == {key: [] for key in left}

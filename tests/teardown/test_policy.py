@@ -19,7 +19,7 @@ from hive.proctree import (
     select_members,
 )
 from hive.reaper import orphaned
-from hive.recovery import RunningRecord, trusted_pgid
+from hive.recovery import RunningRecord, hive_still_runs, trusted_pgid
 
 HIVE, HIVE_SID = 100, 90
 
@@ -160,6 +160,14 @@ def test_bad_records_are_refused(data: object) -> None:
 
 def test_records_round_trip() -> None:
     assert RunningRecord.from_json(RECORD.to_json()) == RECORD
+
+
+def test_a_record_of_a_hive_that_still_runs_is_not_ours() -> None:
+    init = parse_stat(Path("/proc/1/stat").read_text())
+    alive = RunningRecord("abc", "boot", 1, hive_start_time=init.start_time)
+    assert hive_still_runs(alive)
+    assert not hive_still_runs(RunningRecord("abc", "boot", 1, init.start_time + 1))  # reused
+    assert not hive_still_runs(RunningRecord.start("abc"))  # this very process
 
 
 def test_cgroup2_mount_and_own_cgroup() -> None:
