@@ -30,8 +30,9 @@ from typing import Any
 
 import trio
 
+from .containment import Containment
 from .joblog import JobLog
-from .proctree import TeardownReport, TreeKiller, spawn
+from .proctree import TeardownReport
 from .protocol import Stream
 
 log = logging.getLogger("hive.jobs")
@@ -149,8 +150,15 @@ class Job:
 class JobEngine:
     """Runs jobs in its own nursery; :meth:`running` owns that nursery."""
 
-    def __init__(self, *, grace: float = 5.0, max_parallel: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        grace: float = 5.0,
+        max_parallel: int | None = None,
+        containment: Containment | None = None,
+    ) -> None:
         self.grace = grace
+        self.containment = containment or Containment()
         self._jobs: dict[str, Job] = {}
         self._slots = trio.CapacityLimiter(max_parallel or os.cpu_count() or 1)
         self._nursery: trio.Nursery | None = None
@@ -244,9 +252,9 @@ class JobEngine:
 
     async def _execute(self, job: Job) -> None:
         spec = job.spec
-        env = {**spec.env, "HIVE_JOB_ID": job.id}
+        tree = self.containment.open(job.id)
         try:
-            process = await spawn(spec.argv, env=env, cwd=spec.cwd)
+            process = await tree.spawn(spec.argv, env=spec.env, cwd=spec.cwd)
         except OSError as exc:
             job.state, job.error = JobState.FAILED, f"could not start {spec.argv[0]}: {exc}"
             return
@@ -260,7 +268,6 @@ class JobEngine:
             " ".join(spec.argv),
         )
         job.set_state(JobState.RUNNING)
-        killer = TreeKiller(process, grace=job.grace, notify=job.message)
         async with trio.open_nursery() as nursery:
             readers = [
                 _Reader(job, Stream.STDOUT, process.stdout),
@@ -274,7 +281,7 @@ class JobEngine:
                 with trio.CancelScope(shield=True):
                     if job.exit_code is None and job.cancel_requested_by is None:
                         job.cancel_requested_by = "hive (job scope cancelled)"
-                    job.teardown = await killer.teardown()
+                    job.teardown = await tree.teardown(grace=job.grace, notify=job.message)
                     job.exit_code = process.returncode
                     with trio.move_on_after(DRAIN_TIMEOUT):
                         for reader in readers:
@@ -301,8 +308,7 @@ class JobEngine:
                 await job.spec.cleanup(job)
             except Exception:
                 log.exception("job %s: cleanup failed", job.id)
-        if job.teardown is not None and not job.teardown.clean:
-            leftover = f"teardown incomplete: {job.teardown.left} process(es) left"
+        if job.teardown is not None and (leftover := job.teardown.problem):
             job.error = f"{job.error}; {leftover}" if job.error else leftover
         job.ended_at = _now()
         job.set_state(job.state)

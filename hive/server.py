@@ -22,6 +22,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from .api import create_app
 from .api.auth import Access
 from .catalog import Catalog, bundled_catalog
+from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
 from .services import Services
@@ -103,11 +104,6 @@ class HiveConfig:
             raise HiveConfigError("--certfile and --keyfile go together")
 
 
-def teardown_layers() -> list[str]:
-    """Which teardown mechanisms this hive uses, for the start-up line and /v1/health."""
-    return ["process-group", "descendants", "pidfd"]
-
-
 async def serve(
     config: HiveConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -122,19 +118,35 @@ async def serve(
         token = load_or_create_token(config.state_dir)
     except (TokenFileError, OSError) as exc:
         raise HiveConfigError(f"cannot use the token file: {exc}") from None
-    engine = JobEngine(grace=config.grace, max_parallel=config.max_parallel)
-    installer = Installer(Catalog(config.catalog), config.state_dir)
-    layers = teardown_layers()
-    app = create_app(
-        Services(engine=engine, installer=installer, layers=layers),
-        access=config.access(token),
-    )
     if not config.is_loopback():
         log.warning(
             "listening on %s, reachable from other machines: the token is the only guard%s",
             config.bind,
             "" if config.certfile else ", and without --certfile it travels in clear text",
         )
+    async with open_containment(config.state_dir, grace=config.grace) as containment:
+        await _serve(config, containment, token, task_status=task_status)
+    log.info("stopped")
+
+
+async def _serve(
+    config: HiveConfig,
+    containment: Containment,
+    token: str,
+    *,
+    task_status: trio.TaskStatus[str],
+) -> None:
+    engine = JobEngine(
+        grace=config.grace, max_parallel=config.max_parallel, containment=containment
+    )
+    installer = Installer(Catalog(config.catalog), config.state_dir)
+    layers = containment.layers
+    app = create_app(
+        Services(
+            engine=engine, installer=installer, layers=layers, recovered=containment.recovered
+        ),
+        access=config.access(token),
+    )
 
     hyper = HypercornConfig()
     hyper.bind = [config.bind]
@@ -184,7 +196,6 @@ async def serve(
             ", ".join(layers),
         )
         task_status.started(url)
-    log.info("stopped")
 
 
 async def _stop_on_signal(stop: trio.Event) -> None:
