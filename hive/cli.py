@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,8 +10,23 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .catalog import bundled_catalog
+from .catalog import CatalogUnavailable, bundled_catalog
+from .remote import build_index
 from .server import DEFAULT_BIND, HiveConfig, default_state_dir, run
+
+
+def catalog_location(ctx: click.Context, param: click.Parameter, value: object) -> Path | str:
+    """``--catalog``: an existing directory (resolved) or an http(s):// index URL."""
+    if isinstance(value, Path):
+        return value
+    text = str(value)
+    if text.startswith(("http://", "https://")):
+        return text
+    if "://" in text:
+        raise click.BadParameter(f"{text!r}: only http:// and https:// catalogs are supported")
+    directory = click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+    result: Path = directory.convert(text, param, ctx)
+    return result
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,10 +55,12 @@ def main() -> None:
 )
 @click.option(
     "--catalog",
-    type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True),
+    callback=catalog_location,
     default=bundled_catalog,
+    metavar="DIR|URL",
     show_default="the catalog bundled with hive",
-    help="Directory with one folder per worker recipe (PKGBUILD + files).",
+    help="Directory with one folder per worker recipe (PKGBUILD + files), or the "
+    "http(s) URL of a remote catalog's index.json (fetched at start, cached in the state dir).",
 )
 @click.option(
     "--grace",
@@ -59,7 +77,7 @@ def main() -> None:
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
 def serve(
-    bind: str, state_dir: Path, catalog: Path, grace: float, max_parallel: int | None
+    bind: str, state_dir: Path, catalog: Path | str, grace: float, max_parallel: int | None
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
@@ -72,8 +90,23 @@ def serve(
         format="%(asctime)s hive: %(message)s",
         datefmt="%H:%M:%S",
     )
-    run(
-        HiveConfig(
-            bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
-        )
+    config = HiveConfig(
+        bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
     )
+    try:
+        run(config)
+    except CatalogUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("catalog-index")
+@click.argument(
+    "directory", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+)
+def catalog_index(directory: Path) -> None:
+    """Print the index.json of a catalog DIRECTORY, for serving it as a remote catalog.
+
+    Serve DIRECTORY over HTTP with the output saved as DIRECTORY/index.json,
+    then start hives with `--catalog https://HOST/PATH/index.json`.
+    """
+    click.echo(json.dumps(build_index(directory), indent=2))

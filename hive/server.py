@@ -20,9 +20,10 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from .api import create_app
-from .catalog import Catalog, bundled_catalog
+from .catalog import bundled_catalog
 from .install import Installer
 from .jobs import JobEngine
+from .remote import open_catalog
 from .services import Services
 
 log = logging.getLogger("hive")
@@ -42,7 +43,8 @@ def default_state_dir() -> Path:
 class HiveConfig:
     bind: str = DEFAULT_BIND
     state_dir: Path = field(default_factory=default_state_dir)
-    catalog: Path = field(default_factory=bundled_catalog)
+    #: A directory, or the http(s) URL of a remote catalog's index (a str).
+    catalog: Path | str = field(default_factory=bundled_catalog)
     grace: float = 5.0
     max_parallel: int | None = None
 
@@ -58,7 +60,11 @@ async def serve(
     """Run a hive until SIGINT or SIGTERM; then tear every job down and stop."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     engine = JobEngine(grace=config.grace, max_parallel=config.max_parallel)
-    installer = Installer(Catalog(config.catalog), config.state_dir)
+    installer = Installer(
+        await open_catalog(config.catalog, config.state_dir), config.state_dir, engine
+    )
+    if removed := await trio.to_thread.run_sync(installer.recover):
+        log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = teardown_layers()
     app = create_app(Services(engine=engine, installer=installer, layers=layers))
 

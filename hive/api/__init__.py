@@ -14,11 +14,13 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..services import Services
+from .catalog import blueprint as catalog_blueprint
 from .context import EXTENSION
 from .errors import ApiError, error_response
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
 from .web import blueprint as web_blueprint
+from .workers import blueprint as workers_blueprint
 
 log = logging.getLogger("hive.api")
 
@@ -34,6 +36,8 @@ def create_app(services: Services) -> QuartTrio:
 
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
+    app.register_blueprint(catalog_blueprint)
+    app.register_blueprint(workers_blueprint)
     app.register_blueprint(web_blueprint)
 
     @app.errorhandler(ApiError)
