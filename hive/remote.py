@@ -282,8 +282,8 @@ class RemoteCatalog(Catalog):
             state = self._cached_state()
             if state is None:
                 raise CatalogUnavailable(
-                    f"cannot fetch the catalog {self.url} ({exc}) and there is no cached "
-                    f"copy of it in {self.cache_dir}"
+                    f"{exc}, and there is no cached copy of the catalog {self.url} "
+                    f"in {self.cache_dir}"
                 ) from None
             self.root = self.cache_dir / state["tree"]
             self.fetched_at = state.get("fetched_at")
@@ -325,10 +325,11 @@ class RemoteCatalog(Catalog):
                 with trio.fail_after(REFRESH_TIMEOUT):
                     tree, index = await self._fetch_tree()
             except trio.TooSlowError:
-                self.last_error = f"fetching {self.url} took longer than {REFRESH_TIMEOUT:g} s"
-                raise CatalogUnavailable(self.last_error) from None
+                reason = f"fetching {self.url} took longer than {REFRESH_TIMEOUT:g} s"
+                self._failed(reason)
+                raise CatalogUnavailable(reason) from None
             except CatalogUnavailable as exc:
-                self.last_error = str(exc)
+                self._failed(str(exc))
                 raise
             previous, changed = self.root, tree != self.root
             self.fetched_at = _now()
@@ -347,6 +348,11 @@ class RemoteCatalog(Catalog):
                 "" if changed else ", unchanged",
             )
             return {**self.describe(), "workers": len(self.names()), "changed": changed}
+
+    def _failed(self, reason: str) -> None:
+        """The catalog in use (if any) is now known to be out of date."""
+        self.last_error = reason
+        self.stale = self.fetched_at is not None
 
     async def _fetch_tree(self) -> tuple[Path, bytes]:
         async with httpx.AsyncClient(

@@ -102,7 +102,7 @@ async def _pump_lines(
 async def running_hive(
     state_dir: Path,
     *,
-    catalog: Path = TEST_RECIPES,
+    catalog: Path | str = TEST_RECIPES,
     grace: float = 1.0,
     extra: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
