@@ -145,13 +145,14 @@ class Installer:
         if worker in self._active:
             job = self._active[worker]
             raise InstallInProgress(worker, job.id if job else None)
-        self._active[worker] = None
+        self._active[worker] = None  # claimed: a second request is refused from now on
+        job = None
         try:
-            return await self._submit(worker, source, force=force, skip_check=skip_check)
-        except BaseException:
-            if self._active.get(worker) is None:
+            job = await self._submit(worker, source, force=force, skip_check=skip_check)
+        finally:
+            if job is None:
                 del self._active[worker]
-            raise
+        return job
 
     async def _submit(self, worker: str, source: Path, *, force: bool, skip_check: bool) -> Job:
         self.builds.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ class Installer:
         async def finish(job: Job) -> None:
             job.message(
                 f"{recipe.name} {recipe.full_version} is already installed in {target}; "
-                "nothing to do (force a rebuild with --force)"
+                'nothing to do (rebuild it with --force, or "force": true)'
             )
 
         async def cleanup(job: Job) -> None:
