@@ -90,6 +90,7 @@ def serve(
         format="%(asctime)s hive: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per catalog file otherwise
     config = HiveConfig(
         bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
     )
