@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,9 +10,24 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .catalog import bundled_catalog
+from .catalog import CatalogUnavailable, bundled_catalog
+from .remote import build_index
 from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
 from .tokenfile import default_state_dir
+
+
+def catalog_location(ctx: click.Context, param: click.Parameter, value: object) -> Path | str:
+    """``--catalog``: an existing directory (resolved) or an http(s):// index URL."""
+    if isinstance(value, Path):
+        return value
+    text = str(value)
+    if text.startswith(("http://", "https://")):
+        return text
+    if "://" in text:
+        raise click.BadParameter(f"{text!r}: only http:// and https:// catalogs are supported")
+    directory = click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+    result: Path = directory.convert(text, param, ctx)
+    return result
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,10 +92,12 @@ def main() -> None:
 )
 @click.option(
     "--catalog",
-    type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True),
+    callback=catalog_location,
     default=bundled_catalog,
+    metavar="DIR|URL",
     show_default="the catalog bundled with hive",
-    help="Directory with one folder per worker recipe (PKGBUILD + files).",
+    help="Directory with one folder per worker recipe (PKGBUILD + files), or the "
+    "http(s) URL of a remote catalog's index.json (fetched at start, cached in the state dir).",
 )
 @click.option(
     "--grace",
@@ -103,7 +121,7 @@ def serve(
     certfile: Path | None,
     keyfile: Path | None,
     state_dir: Path,
-    catalog: Path,
+    catalog: Path | str,
     grace: float,
     max_parallel: int | None,
 ) -> None:
@@ -121,6 +139,7 @@ def serve(
         format="%(asctime)s hive: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per catalog file otherwise
     config = HiveConfig(
         bind=bind,
         state_dir=state_dir,
@@ -137,3 +156,18 @@ def serve(
         run(config)
     except HiveConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except CatalogUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("catalog-index")
+@click.argument(
+    "directory", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+)
+def catalog_index(directory: Path) -> None:
+    """Print the index.json of a catalog DIRECTORY, for serving it as a remote catalog.
+
+    Serve DIRECTORY over HTTP with the output saved as DIRECTORY/index.json,
+    then start hives with `--catalog https://HOST/PATH/index.json`.
+    """
+    click.echo(json.dumps(build_index(directory), indent=2))

@@ -83,6 +83,7 @@ class JobSpec:
 
     operation: str
     worker: str
+    #: Empty: no process; the job runs only ``finish`` (e.g. "already installed").
     argv: list[str]
     env: dict[str, str]
     cwd: Path | None = None
@@ -237,8 +238,9 @@ class JobEngine:
     async def _run(self, job: Job) -> None:
         try:
             with job.cancel_scope:
-                async with self._slots:
-                    await self._execute(job)
+                if job.spec.argv:  # a job without argv has only its finish step
+                    async with self._slots:
+                        await self._execute(job)
             if job.cancel_requested_by is not None:
                 job.state = JobState.CANCELLED
             elif job.state != JobState.FAILED:

@@ -21,10 +21,11 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .api import create_app
 from .api.auth import Access
-from .catalog import Catalog, bundled_catalog
+from .catalog import bundled_catalog
 from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
+from .remote import open_catalog
 from .services import Services
 from .tokenfile import (
     TokenFileError,
@@ -66,7 +67,8 @@ class HiveConfigError(ValueError):
 class HiveConfig:
     bind: str = DEFAULT_BIND
     state_dir: Path = field(default_factory=default_state_dir)
-    catalog: Path = field(default_factory=bundled_catalog)
+    #: A directory, or the http(s) URL of a remote catalog's index (a str).
+    catalog: Path | str = field(default_factory=bundled_catalog)
     grace: float = 5.0
     max_parallel: int | None = None
     #: Binding a non-loopback address needs this: the token is then the only guard.
@@ -139,7 +141,11 @@ async def _serve(
     engine = JobEngine(
         grace=config.grace, max_parallel=config.max_parallel, containment=containment
     )
-    installer = Installer(Catalog(config.catalog), config.state_dir)
+    installer = Installer(
+        await open_catalog(config.catalog, config.state_dir), config.state_dir, engine
+    )
+    if removed := await trio.to_thread.run_sync(installer.recover):
+        log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers
     app = create_app(
         Services(

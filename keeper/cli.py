@@ -110,6 +110,7 @@ def main(ctx: click.Context, url: str, token: str | None, cacert: str | None, qu
 
     \b
     Typical use:
+      keeper catalog                      what can be installed here
       keeper download cbuild --follow     build, watch; Ctrl+C cancels it all
       keeper jobs                         what the hive is doing
       keeper follow JOB                   watch a job (Ctrl+C only stops watching)
@@ -144,16 +145,19 @@ async def _follow(
     help="Stream the build's output; Ctrl+C cancels the build and waits for "
     "the hive to confirm that every process of it is gone.",
 )
+@click.option("--force", is_flag=True, help="Rebuild even if this version is installed.")
+@click.option("--skip-check", is_flag=True, help="Do not run the recipe's check().")
 @pass_context
-def download(ctx: Context, worker: str, follow: bool) -> None:
+def download(ctx: Context, worker: str, follow: bool, force: bool, skip_check: bool) -> None:
     """Install WORKER from the hive's catalog (a build job).
 
-    Without --follow, prints the job id and returns at once.
+    Without --follow, prints the job id and returns at once. Installing the
+    version that is already installed does nothing (and succeeds) unless --force.
     """
 
     async def main() -> int:
         async with ctx.client() as client:
-            job = await client.submit(worker)
+            job = await client.submit(worker, force=force, skip_check=skip_check)
             if not follow:
                 click.echo(job["id"])
                 return ExitCode.OK
@@ -276,3 +280,12 @@ def status(ctx: Context, job_id: str, as_json: bool) -> None:
         return ExitCode.OK
 
     run(main)
+
+
+def _register_commands() -> None:
+    from .catalog_cmds import register
+
+    register(main)
+
+
+_register_commands()

@@ -25,6 +25,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from hive.catalog import InvalidWorkerName, check_worker_name
 from hive.protocol import API_VERSION, Event, ProtocolError, decode_frame
 
 from . import __version__
@@ -190,9 +191,38 @@ class HiveClient:
         self._compatible = True
         return result
 
-    async def submit(self, worker: str) -> dict[str, Any]:
-        body = {"operation": "worker_download", "worker": worker}
+    async def submit(
+        self, worker: str, *, force: bool = False, skip_check: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"operation": "worker_download", "worker": worker}
+        if force:
+            body["force"] = True
+        if skip_check:
+            body["skip_check"] = True
         result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body)
+        return result
+
+    async def catalog(self) -> dict[str, Any]:
+        """``{"catalog": {where it comes from}, "workers": [entry, ...]}``."""
+        result: dict[str, Any] = await self._request("GET", "/v1/catalog")
+        return result
+
+    async def catalog_entry(self, worker: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/v1/catalog/{_worker(worker)}")
+        return result
+
+    async def refresh_catalog(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", "/v1/catalog/refresh", timeout=None)
+        return result
+
+    async def workers(self) -> list[dict[str, Any]]:
+        result = await self._request("GET", "/v1/workers")
+        return list(result["workers"])
+
+    async def remove_worker(self, worker: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request(
+            "DELETE", f"/v1/workers/{_worker(worker)}", timeout=None
+        )
         return result
 
     async def jobs(self) -> list[dict[str, Any]]:
@@ -278,6 +308,15 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
 def _segment(value: str) -> str:
     """``value`` as one path segment: a job id argument cannot reach another route."""
     return quote(value, safe="")
+
+
+def _worker(name: str) -> str:
+    """A worker name for a URL path: checked here, because a name like "../x"
+    would otherwise change the path itself and get a meaningless 404."""
+    try:
+        return check_worker_name(name)
+    except InvalidWorkerName as exc:
+        raise Refused(str(exc)) from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -3,14 +3,21 @@ check that no process of a job is left behind."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import io
 import os
 import re
 import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+import tarfile
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +133,7 @@ async def _pump_lines(
 async def running_hive(
     state_dir: Path,
     *,
-    catalog: Path = TEST_RECIPES,
+    catalog: Path | str = TEST_RECIPES,
     grace: float = 1.0,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
@@ -267,3 +274,87 @@ async def keeper_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# ------------------------------------------------------------ recipes, sources
+
+
+def recipe(directory: Path, body: str, files: dict[str, bytes] | None = None) -> Path:
+    """Write a recipe: PKGBUILD (dedented) plus local files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in (files or {}).items():
+        (directory / name).write_bytes(content)
+    (directory / "PKGBUILD").write_text(textwrap.dedent(body))
+    return directory
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tarball(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz holding ``files`` (name -> content)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (random port) from a thread; yields
+    the base URL. The hive under test is another process, so a plain blocking
+    server in a thread is the simplest real server."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def make_upstream_repo(repo: Path) -> str:
+    """A git repo: VERSION=1 tagged v1, then VERSION=2 on main and 3 on 'next'.
+    Returns the first commit."""
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "VERSION").write_text("1\n")
+    git(repo, "add", "VERSION")
+    git(repo, "commit", "-q", "-m", "one")
+    git(repo, "tag", "v1")
+    first = git(repo, "rev-parse", "HEAD")
+    (repo / "VERSION").write_text("2\n")
+    git(repo, "commit", "-q", "-am", "two")
+    git(repo, "checkout", "-q", "-b", "next")
+    (repo / "VERSION").write_text("3\n")
+    git(repo, "commit", "-q", "-am", "three")
+    git(repo, "checkout", "-q", "main")
+    return first

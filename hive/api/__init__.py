@@ -19,12 +19,14 @@ from werkzeug.exceptions import HTTPException
 
 from ..services import Services
 from . import auth
+from .catalog import blueprint as catalog_blueprint
 from .context import EXTENSION
 from .errors import ApiError, error_response, one_line, refusal
 from .inputs import check_query, read_body
 from .jobs import blueprint as jobs_blueprint
 from .system import blueprint as system_blueprint
 from .web import blueprint as web_blueprint
+from .workers import blueprint as workers_blueprint
 
 log = logging.getLogger("hive.api")
 
@@ -75,6 +77,8 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     app.before_websocket(check_query)
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
+    app.register_blueprint(catalog_blueprint)
+    app.register_blueprint(workers_blueprint)
     app.register_blueprint(web_blueprint)
 
     @app.errorhandler(ApiError)

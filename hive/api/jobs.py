@@ -10,7 +10,7 @@ import trio
 from quart import Blueprint, Response, jsonify, request, websocket
 
 from ..catalog import InvalidWorkerName, UnknownWorker
-from ..install import OPERATION, RecipeBroken
+from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
 from ..joblog import LogEntry, OutputEntry
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from ..protocol import coalesce, encode_control, encode_output, output_event_json
@@ -21,7 +21,7 @@ from .inputs import accepts, json_object
 blueprint = Blueprint("jobs", __name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{12}\Z")  # \Z: "$" would accept a final "\n"
-SUBMIT_FIELDS = frozenset({"operation", "worker"})
+SUBMIT_FIELDS = frozenset({"operation", "worker", "force", "skip_check"})
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
 CLOSE_BASE = 4000
@@ -53,16 +53,22 @@ async def submit() -> tuple[Response, int]:
     worker = body.get("worker")
     if not isinstance(worker, str):
         fail(400, "bad_request", '"worker" must be a string')
-    hive = services()
+    flags = {name: body.get(name, False) for name in ("force", "skip_check")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            fail(400, "bad_request", f'"{name}" must be true or false')
     try:
-        spec = await hive.installer.plan(worker)
+        job = await services().installer.install(worker, **flags)
     except InvalidWorkerName as exc:
         fail(400, "bad_worker_name", str(exc))
     except UnknownWorker as exc:
         fail(404, "unknown_worker", str(exc))
+    except InstallInProgress as exc:
+        fail(409, "install_in_progress", str(exc), job_id=exc.job_id)
     except RecipeBroken as exc:
         fail(422, "broken_recipe", str(exc))
-    job = hive.engine.submit(spec)
+    except MissingDependencies as exc:
+        fail(422, "missing_dependencies", str(exc), missing=exc.missing)
     return jsonify(job.to_json()), 201
 
 
