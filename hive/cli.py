@@ -10,7 +10,21 @@ import click
 
 from . import __version__
 from .catalog import bundled_catalog
+from .retention import (
+    DEFAULT_KEEP_BYTES,
+    DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_JOBS,
+    Retention,
+    parse_size,
+)
 from .server import DEFAULT_BIND, HiveConfig, default_state_dir, run
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,8 +72,37 @@ def main() -> None:
     default=None,
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
+@click.option(
+    "--keep-jobs",
+    type=click.IntRange(0),
+    default=DEFAULT_KEEP_JOBS,
+    show_default=True,
+    help="Forget the oldest ended jobs (record and log) beyond this many jobs.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(0),
+    default=DEFAULT_KEEP_DAYS,
+    show_default=True,
+    help="Forget jobs that ended more than this many days ago.",
+)
+@click.option(
+    "--keep-bytes",
+    default=str(DEFAULT_KEEP_BYTES),
+    callback=_size,
+    show_default="2G",
+    metavar="SIZE",
+    help="Forget the oldest ended jobs while their logs take more than this (e.g. 500M, 2G).",
+)
 def serve(
-    bind: str, state_dir: Path, catalog: Path, grace: float, max_parallel: int | None
+    bind: str,
+    state_dir: Path,
+    catalog: Path,
+    grace: float,
+    max_parallel: int | None,
+    keep_jobs: int,
+    keep_days: float,
+    keep_bytes: int,
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
@@ -74,6 +117,11 @@ def serve(
     )
     run(
         HiveConfig(
-            bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
+            bind=bind,
+            state_dir=state_dir,
+            catalog=catalog,
+            grace=grace,
+            max_parallel=max_parallel,
+            retention=Retention(keep_jobs, keep_days, keep_bytes),
         )
     )

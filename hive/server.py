@@ -23,6 +23,7 @@ from .api import create_app
 from .catalog import Catalog, bundled_catalog
 from .install import Installer
 from .jobs import JobEngine
+from .retention import Retention
 from .services import Services
 
 log = logging.getLogger("hive")
@@ -45,6 +46,7 @@ class HiveConfig:
     catalog: Path = field(default_factory=bundled_catalog)
     grace: float = 5.0
     max_parallel: int | None = None
+    retention: Retention = field(default_factory=Retention)
 
 
 def teardown_layers() -> list[str]:
@@ -57,7 +59,12 @@ async def serve(
 ) -> None:
     """Run a hive until SIGINT or SIGTERM; then tear every job down and stop."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    engine = JobEngine(grace=config.grace, max_parallel=config.max_parallel)
+    engine = JobEngine(
+        config.state_dir,
+        grace=config.grace,
+        max_parallel=config.max_parallel,
+        retention=config.retention,
+    )
     installer = Installer(Catalog(config.catalog), config.state_dir)
     layers = teardown_layers()
     app = create_app(Services(engine=engine, installer=installer, layers=layers))

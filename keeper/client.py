@@ -11,6 +11,7 @@ import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import trio
@@ -21,7 +22,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from hive.protocol import Event, ProtocolError, decode_frame
+from hive.protocol import Frame, ProtocolError, decode_frame
 
 from . import __version__
 
@@ -103,6 +104,10 @@ class HiveClient:
             raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise HiveUnreachable(f"cannot reach the hive at {self.url}: {_reason(exc)}") from None
+        return self._json(response)
+
+    def _json(self, response: httpx.Response) -> Any:
+        """The body of a (read) JSON response; an error status raises."""
         try:
             body = response.json()
         except ValueError:
@@ -149,12 +154,34 @@ class HiveClient:
         return result
 
     @asynccontextmanager
-    async def stream(self, job_id: str, *, since: int = 0) -> AsyncIterator[AsyncIterator[Event]]:
-        """The job's events after ``since``, ending after the ``end`` event.
+    async def log(
+        self, job_id: str, *, stream: str = "stdout"
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The exact bytes the job wrote to ``stream`` so far, as they arrive."""
+        try:
+            async with self._http.stream(
+                "GET", f"/v1/jobs/{job_id}/log", params={"stream": stream}, timeout=None
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    self._json(response)
+                yield response.aiter_bytes()
+        except httpx.HTTPError as exc:
+            raise HiveUnreachable(
+                f"reading the log from {self.url} failed: {_reason(exc)}"
+            ) from None
+
+    @asynccontextmanager
+    async def stream(
+        self, job_id: str, *, since: int | str = 0, tail_lines: int | None = None
+    ) -> AsyncIterator[AsyncIterator[Frame]]:
+        """The job's events after ``since`` (a seq, or ``"latest"``), or from the
+        last ``tail_lines`` lines of stdout on; ending after the ``end`` event.
 
         Raises :class:`StreamInterrupted` if the connection is lost first.
         """
-        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?since={since}")
+        query = {"tail_lines": tail_lines} if tail_lines is not None else {"since": since}
+        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?{urlencode(query)}")
         try:
             async with open_websocket_url(url, max_message_size=MAX_MESSAGE) as ws:
                 yield _events(ws)
@@ -164,7 +191,7 @@ class HiveClient:
             raise StreamInterrupted(f"cannot reach the hive at {self.url}: {exc}") from None
 
 
-async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
+async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
     while True:
         try:
             message = await ws.get_message()
