@@ -73,6 +73,9 @@ BATCH_BYTES = 1024 * 1024
 RESUME_MEMO = 256
 
 
+_EVICTED: tuple[LogEntry, int] = (ControlEvent(0, {}), 0)
+
+
 class LogUnavailable(Exception):
     """The log file cannot be read (removed by retention, or damaged)."""
 
@@ -221,6 +224,7 @@ class JobLog:
             and tail[self._tail_head][0].seq <= self._disk_seq
         ):
             self._tail_cost -= tail[self._tail_head][1]
+            tail[self._tail_head] = _EVICTED  # let the bytes go now, not at compaction
             self._tail_head += 1
         if self._tail_head > 1024 and self._tail_head * 2 > len(tail):
             del tail[: self._tail_head]

@@ -257,7 +257,7 @@ async def mark_interrupted(
             log.error("job %s: cannot complete its log %s: %s", record.id, path, exc)
             continue
         settled.append(fixed)
-        if not JobState(record.state).final:
+        if fixed.state == JobState.INTERRUPTED and not JobState(record.state).final:
             interrupted.append(fixed)
             log.info("job %s: %s (%s)", record.id, fixed.state, fixed.error)
     if settled:
