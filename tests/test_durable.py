@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from hive.protocol import (
 )
 
 from .proxy import running_proxy
-from .support import Hive, job_processes, keeper, keeper_process, running_hive
+from .support import ROOT, Hive, job_processes, keeper, keeper_process, running_hive
 from .test_end_to_end import job_id_from, stdout_of, ws_events
 
 MiB = 1024 * 1024
@@ -440,3 +441,38 @@ async def test_disk_full_fails_the_job_and_the_hive_goes_on(small_log_disk: Path
         )
         again = await keeper(hive, "download", "chatty", "--follow")
         assert again.returncode == 0, again.stderr
+
+
+async def test_retention_forgets_the_oldest_ended_jobs(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    async def wait_for_count(hive: Hive, count: int) -> dict[str, dict[str, Any]]:
+        with trio.fail_after(30):  # retention runs in the background after each job
+            while len(jobs := await jobs_by_id(hive)) != count:
+                await trio.sleep(0.05)
+        return jobs
+
+    async with running_hive(state, extra=["--keep-jobs", "2"]) as hive:
+        ids = []
+        for _ in range(3):
+            ids.append(await submit(hive, "fails"))
+            await ws_events(hive, ids[-1])
+        assert list(await wait_for_count(hive, 2)) == ids[1:]
+        assert not (state / "logs" / f"{ids[0]}.log").exists()
+        assert (await keeper(hive, "logs", ids[0])).returncode == 4
+    # A tighter limit applies as soon as a hive starts.
+    async with running_hive(state, extra=["--keep-jobs", "1"]) as hive:
+        assert list(await wait_for_count(hive, 1)) == ids[2:]
+    assert sorted(p.name for p in (state / "logs").iterdir()) == [f"{ids[2]}.log"]
+
+
+async def test_retention_options_refuse_nonsense() -> None:
+    done = await trio.run_process(
+        [sys.executable, "-m", "hive", "serve", "--keep-bytes", "lots"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert b"not a size: 'lots'" in done.stderr
