@@ -103,6 +103,7 @@ class JobLog:
         self._bytes = {Stream.STDOUT: 0, Stream.STDERR: 0}
         self._grown = trio.Event()
         self._closed = False
+        self._ends = False  # the last entry is the ``end`` event
 
     @classmethod
     def existing(cls, path: Path, last_seq: int) -> JobLog:
@@ -183,6 +184,7 @@ class JobLog:
             raise RuntimeError("append to a closed job log")
         failed_now = self.error is None and not self._write(entry, payload)
         self._last_seq = entry.seq
+        self._ends = isinstance(entry, ControlEvent) and entry.type == "end"
         self._tail.append((entry, len(payload) + ENTRY_COST))
         self._tail_cost += len(payload) + ENTRY_COST
         self._evict(TAIL_BYTES)
@@ -282,7 +284,7 @@ class JobLog:
         """The ``since`` that skips everything so far but a final ``end`` event,
         which every follower must get."""
         await self._ensure_index()
-        return self._last_seq - 1 if self._closed else self._last_seq
+        return self._last_seq - 1 if self._closed or self._ends else self._last_seq
 
     async def tail_start(self, lines: int) -> tuple[int, int]:
         """Where a stream that starts with the last ``lines`` lines of stdout

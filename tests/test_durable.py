@@ -128,13 +128,16 @@ class Sink:
 
 
 async def closed_with(url: str) -> tuple[int | None, str | None, list[Frame]]:
-    """Read a stream to its close: (code, reason, frames before it)."""
+    """Read a stream to its ``end`` event (then close it: code None) or until
+    the hive closes it: (code, reason, frames)."""
     frames: list[Frame] = []
     with trio.fail_after(30):
         async with open_websocket_url(url) as ws:
             try:
                 while True:
                     frames.append(decode_frame(await ws.get_message()))
+                    if isinstance(frames[-1], ControlEvent) and frames[-1].type == "end":
+                        return None, None, frames
             except ConnectionClosed as exc:
                 return exc.reason.code, exc.reason.reason, frames
     raise AssertionError("unreachable")
@@ -179,11 +182,11 @@ async def test_stream_query_params_and_close_reasons(hive: Hive) -> None:
 
     # since=latest on an ended job: where the stream starts, then only the end event.
     code, _, frames = await closed_with(stream_url(hive.url, job_id, "since=latest"))
-    assert code == 1000 and frames == [StartAt(end.seq - 1), end]
+    assert code is None and frames == [StartAt(end.seq - 1), end]
 
     # tail_lines: the last lines of stdout, with seqs that resume cleanly.
     code, _, frames = await closed_with(stream_url(hive.url, job_id, "tail_lines=3"))
-    assert code == 1000 and isinstance(frames[0], StartAt)
+    assert code is None and isinstance(frames[0], StartAt)
     sink = Sink()
     for frame in frames:
         sink.feed(frame)

@@ -155,8 +155,9 @@ async def test_latest_skips_all_but_the_end(tmp_path: Path) -> None:
     assert await job_log.latest() == 1
     assert await job_log.tail_start(0) == (1, 0)
     job_log.append_control({"type": "end"})
-    job_log.close()
     assert await job_log.latest() == 1  # a late follower still gets the end event
+    job_log.close()
+    assert await job_log.latest() == 1
     assert [e.seq for e in await read_all(job_log, await job_log.latest())] == [2]
 
 
