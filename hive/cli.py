@@ -12,6 +12,13 @@ import click
 from . import __version__
 from .catalog import CatalogUnavailable, bundled_catalog
 from .remote import build_index
+from .retention import (
+    DEFAULT_KEEP_BYTES,
+    DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_JOBS,
+    Retention,
+    parse_size,
+)
 from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
 from .tokenfile import default_state_dir
 
@@ -28,6 +35,13 @@ def catalog_location(ctx: click.Context, param: click.Parameter, value: object) 
     directory = click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
     result: Path = directory.convert(text, param, ctx)
     return result
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +127,28 @@ def main() -> None:
     default=None,
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
+@click.option(
+    "--keep-jobs",
+    type=click.IntRange(0),
+    default=DEFAULT_KEEP_JOBS,
+    show_default=True,
+    help="Forget the oldest ended jobs (record and log) beyond this many jobs.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(0),
+    default=DEFAULT_KEEP_DAYS,
+    show_default=True,
+    help="Forget jobs that ended more than this many days ago.",
+)
+@click.option(
+    "--keep-bytes",
+    default=str(DEFAULT_KEEP_BYTES),
+    callback=_size,
+    show_default="2G",
+    metavar="SIZE",
+    help="Forget the oldest ended jobs while their logs take more than this (e.g. 500M, 2G).",
+)
 def serve(
     bind: str,
     allow_remote: bool,
@@ -124,6 +160,9 @@ def serve(
     catalog: Path | str,
     grace: float,
     max_parallel: int | None,
+    keep_jobs: int,
+    keep_days: float,
+    keep_bytes: int,
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
@@ -151,6 +190,7 @@ def serve(
         allow_origins=allow_origins,
         certfile=certfile,
         keyfile=keyfile,
+        retention=Retention(keep_jobs, keep_days, keep_bytes),
     )
     try:
         run(config)

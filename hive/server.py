@@ -26,6 +26,7 @@ from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
 from .remote import open_catalog
+from .retention import Retention
 from .services import Services
 from .tokenfile import (
     TokenFileError,
@@ -77,6 +78,7 @@ class HiveConfig:
     allow_origins: tuple[str, ...] = ()
     certfile: Path | None = None
     keyfile: Path | None = None
+    retention: Retention = field(default_factory=Retention)
 
     def bind_host(self) -> str:
         return self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
@@ -139,7 +141,11 @@ async def _serve(
     task_status: trio.TaskStatus[str],
 ) -> None:
     engine = JobEngine(
-        grace=config.grace, max_parallel=config.max_parallel, containment=containment
+        config.state_dir,
+        grace=config.grace,
+        max_parallel=config.max_parallel,
+        containment=containment,
+        retention=config.retention,
     )
     installer = Installer(
         await open_catalog(config.catalog, config.state_dir), config.state_dir, engine

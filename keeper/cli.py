@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -114,6 +115,7 @@ def main(ctx: click.Context, url: str, token: str | None, cacert: str | None, qu
       keeper download cbuild --follow     build, watch; Ctrl+C cancels it all
       keeper jobs                         what the hive is doing
       keeper follow JOB                   watch a job (Ctrl+C only stops watching)
+      keeper logs JOB > build.log         a job's whole stdout, exactly
       keeper cancel JOB                   cancel and wait for the teardown report
 
     With --follow, the job's stdout goes to stdout and everything else
@@ -129,9 +131,19 @@ async def _follow(
     job: dict[str, Any],
     *,
     since: int = 0,
+    tail_lines: int | None = None,
+    replay: bool = True,
     cancel_on_interrupt: bool,
 ) -> int:
-    follower = Follower(client, job["id"], ctx.console, since=since, grace=job["grace"])
+    follower = Follower(
+        client,
+        job["id"],
+        ctx.console,
+        since=since,
+        tail_lines=tail_lines,
+        replay=replay,
+        grace=job["grace"],
+    )
     result = await follower.run(cancel_on_interrupt=cancel_on_interrupt)
     return result.exit_code
 
@@ -177,23 +189,82 @@ def download(ctx: Context, worker: str, follow: bool, force: bool, skip_check: b
     help="Replay only events after this seq.",
 )
 @click.option(
+    "-n",
+    "--tail",
+    "tail_lines",
+    type=click.IntRange(0),
+    default=None,
+    metavar="N",
+    help="Start with the last N lines of the job's stdout, then follow.",
+)
+@click.option(
+    "--no-replay",
+    is_flag=True,
+    help="Show only what the job prints from now on.",
+)
+@click.option(
     "--cancel-on-interrupt",
     is_flag=True,
     help="Ctrl+C cancels the job (as `download --follow` does) instead of only stopping to watch.",
 )
 @pass_context
-def follow(ctx: Context, job_id: str, since: int, cancel_on_interrupt: bool) -> None:
-    """Stream a job's output from the start (or --since), then live, until it ends.
+def follow(
+    ctx: Context,
+    job_id: str,
+    since: int,
+    tail_lines: int | None,
+    no_replay: bool,
+    cancel_on_interrupt: bool,
+) -> None:
+    """Stream a job's output from the start (or --since, --tail, --no-replay),
+    then live, until it ends. A lost connection is resumed where it broke.
 
     Exits with the job's outcome (see exit codes below).
     """
+    starts = [since != 0, tail_lines is not None, no_replay]
+    if sum(starts) > 1:
+        raise click.UsageError("use only one of --since, --tail and --no-replay")
 
     async def main() -> int:
         async with ctx.client() as client:
             job = await client.job(job_id)
             return await _follow(
-                ctx, client, job, since=since, cancel_on_interrupt=cancel_on_interrupt
+                ctx,
+                client,
+                job,
+                since=since,
+                tail_lines=tail_lines,
+                replay=not no_replay,
+                cancel_on_interrupt=cancel_on_interrupt,
             )
+
+    run(main)
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--stderr", "stderr", is_flag=True, help="The job's stderr instead of its stdout.")
+@pass_context
+def logs(ctx: Context, job_id: str, stderr: bool) -> None:
+    """Write the exact bytes JOB wrote to its stdout (or --stderr) so far to stdout.
+
+    Works for running jobs (what they printed until now) and for jobs of
+    earlier hive runs.
+    """
+
+    async def main() -> int:
+        out = sys.stdout.buffer
+        async with (
+            ctx.client() as client,
+            client.log(job_id, stream="stderr" if stderr else "stdout") as chunks,
+        ):
+            try:
+                async for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+            except BrokenPipeError:  # `keeper logs JOB | head`: the reader has enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
 
     run(main)
 

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import trio
 
-from hive.protocol import ControlEvent, OutputChunk, ResumeCursor, Stream
+from hive.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor, Stream
 
 from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
 
@@ -92,6 +92,8 @@ class Follower:
         console: Console,
         *,
         since: int = 0,
+        tail_lines: int | None = None,
+        replay: bool = True,
         grace: float = 5.0,
     ) -> None:
         self.client = client
@@ -100,6 +102,13 @@ class Follower:
         self.cursor = ResumeCursor(since)
         self.grace = grace
         self._end: dict[str, Any] | None = None
+        # Until the hive told us where the stream starts, (re)connect asking for
+        # the tail or the live end; after that, resume from the cursor.
+        self._start: dict[str, Any] | None = None
+        if tail_lines is not None:
+            self._start = {"tail_lines": tail_lines}
+        elif not replay:
+            self._start = {"since": "latest"}
 
     async def run(self, *, cancel_on_interrupt: bool) -> FollowResult:
         result = FollowResult(end=None)
@@ -127,11 +136,13 @@ class Follower:
         lost_at: float | None = None
         while self._end is None:
             try:
-                async with self.client.stream(self.job_id, since=self.cursor.since) as events:
+                query = self._start or {"since": self.cursor.since}
+                async with self.client.stream(self.job_id, **query) as events:
                     if lost_at is not None:
                         self.console.status(f"reconnected; resuming after seq {self.cursor.since}")
                         lost_at, delay = None, RECONNECT_FIRST
                     async for event in events:
+                        self._start = None
                         if self.cursor.accept(event):
                             self._show(event)
                         if self._end is not None:
@@ -147,10 +158,12 @@ class Follower:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
 
-    def _show(self, event: OutputChunk | ControlEvent) -> None:
+    def _show(self, event: Frame) -> None:
         if isinstance(event, OutputChunk):
             self.console.output(event.stream, event.data)
             return
+        if not isinstance(event, ControlEvent):
+            return  # a start frame only moves the cursor
         body = event.body
         if event.type == "message":
             self.console.hive(str(body.get("text", "")))
@@ -207,6 +220,8 @@ class Follower:
             self.console.status(
                 f"{word}: job {self.job_id}; teardown: {describe_teardown(end.get('teardown'))}"
             )
+        elif state == "interrupted":
+            self.console.status(f"job {self.job_id} was interrupted: {end.get('error') or state}")
         else:
             self.console.status(f"job {self.job_id} failed: {end.get('error') or state}")
         teardown = end.get("teardown") or {}

@@ -1,4 +1,4 @@
-"""Job routes: submit, list, inspect, cancel, and the live stream."""
+"""Job routes: submit, list, inspect, cancel, the live stream, and the log."""
 
 from __future__ import annotations
 
@@ -11,9 +11,17 @@ from quart import Blueprint, Response, jsonify, request, websocket
 
 from ..catalog import InvalidWorkerName, UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
-from ..joblog import LogEntry, OutputEntry
+from ..joblog import LogEntry, LogUnavailable, OutputEntry
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
-from ..protocol import coalesce, encode_control, encode_output, output_event_json
+from ..protocol import (
+    ControlEvent,
+    Stream,
+    coalesce,
+    encode_control,
+    encode_output,
+    encode_start,
+    output_event_json,
+)
 from .context import services
 from .errors import ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object
@@ -25,6 +33,9 @@ SUBMIT_FIELDS = frozenset({"operation", "worker", "force", "skip_check"})
 
 #: Websocket close codes for a refused stream: 4000 + the HTTP status.
 CLOSE_BASE = 4000
+
+#: The job's log cannot be read to its end (removed by retention, damaged).
+CLOSE_LOG_GONE = 4410
 
 #: After the ``end`` event, how long the client gets to close the websocket.
 CLIENT_CLOSE_WAIT = 5.0
@@ -101,24 +112,50 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
     return jsonify(job.to_json()), 202
 
 
+@blueprint.get("/v1/jobs/<job_id>/log")
+@accepts("stream")
+async def job_log(job_id: str) -> Response:
+    """The exact bytes the job wrote to stdout (or ``?stream=stderr``) so far,
+    streamed from its log file."""
+    job = find_job(job_id)
+    name = request.args.get("stream", "stdout")
+    if name not in ("stdout", "stderr"):
+        fail(400, "bad_request", "stream must be stdout or stderr")
+    response = Response(job.log.output(Stream[name.upper()]), mimetype="application/octet-stream")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @blueprint.websocket("/v1/jobs/<job_id>/stream")
-@accepts("since", "format")
+@accepts("since", "format", "tail_lines")
 async def stream(job_id: str) -> None:
+    """Query: ``since=SEQ`` (default 0) or ``since=latest``, or ``tail_lines=N``;
+    ``format=binary|json``. See :mod:`hive.protocol`."""
     await websocket.accept()
     try:
-        since = _int_arg(websocket.args.get("since", "0"), "since")
+        job = find_job(job_id)
         fmt = websocket.args.get("format", "binary")
         if fmt not in ("binary", "json"):
             fail(400, "bad_request", "format must be binary or json")
-        job = find_job(job_id)
+        since, skip, announce = await _stream_start(job)
     except ApiError as exc:
         log_refusal(exc.status, exc.code, str(exc))
         await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
         return
+    except LogUnavailable as exc:
+        await websocket.close(CLOSE_LOG_GONE, close_reason(str(exc)))
+        return
     try:
-        async for batch in job.log.follow(since):
-            for frame in _frames(batch, json_output=fmt == "json"):
-                await websocket.send(frame)
+        if announce:
+            await websocket.send(encode_start(since))
+        try:
+            ended = await _send_events(job, since, skip, json_output=fmt == "json")
+        except LogUnavailable as exc:
+            await websocket.close(CLOSE_LOG_GONE, close_reason(str(exc)))
+            return
+        if not ended:
+            await websocket.close(CLOSE_LOG_GONE, "the job's log ends before its end event")
+            return
         # Let the client close first: hypercorn answers a client's close frame
         # from its reading task, and a close of ours sent at the same moment
         # collides with it on the socket.
@@ -134,9 +171,43 @@ def close_reason(text: str) -> str:
     return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
 
 
+async def _send_events(job: Job, since: int, skip: int, *, json_output: bool) -> bool:
+    """Send the job's events after ``since`` (the first one without ``skip``
+    bytes) until the log is closed; return whether the last was ``end``."""
+    ended = False
+    async for batch in job.log.follow(since):
+        if skip:
+            first = batch[0]
+            assert isinstance(first, OutputEntry)
+            batch[0] = OutputEntry(first.seq, first.stream, first.data[skip:])
+            skip = 0
+        for frame in _frames(batch, json_output=json_output):
+            await websocket.send(frame)
+        last = batch[-1]
+        ended = isinstance(last, ControlEvent) and last.type == "end"
+    return ended
+
+
+async def _stream_start(job: Job) -> tuple[int, int, bool]:
+    """``(since, skip, announce)`` for the stream's query: follow after
+    ``since``, drop ``skip`` bytes of the first entry, and send a start frame
+    first if the client could not know ``since``."""
+    since = websocket.args.get("since")
+    tail_lines = websocket.args.get("tail_lines")
+    if tail_lines is not None:
+        if since is not None:
+            fail(400, "bad_request", "give since or tail_lines, not both")
+        start, skip = await job.log.tail_start(_int_arg(tail_lines, "tail_lines"))
+        return start, skip, True
+    if since == "latest":
+        return await job.log.latest(), 0, True
+    return _int_arg(since or "0", "since"), 0, False
+
+
 def _int_arg(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 18:
-        fail(400, "bad_request", f"{name} must be a non-negative integer")
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        extra = ' or "latest"' if name == "since" else ""
+        fail(400, "bad_request", f"{name} must be a non-negative integer{extra}")
     return int(value)
 
 
