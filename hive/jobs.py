@@ -297,7 +297,13 @@ def _settle(record: JobRecord, path: Path, reason: str) -> JobRecord:
 
 
 def _end_event(
-    state: str, exit_code: int | None, error: str | None, teardown: dict[str, Any] | None
+    state: str,
+    exit_code: int | None,
+    error: str | None,
+    teardown: dict[str, Any] | None,
+    *,
+    started_at: str | None = None,
+    ended_at: str | None = None,
 ) -> dict[str, Any]:
     return {
         "type": "end",
@@ -305,6 +311,8 @@ def _end_event(
         "exit_code": exit_code,
         "error": error,
         "teardown": teardown,
+        "started_at": started_at,
+        "ended_at": ended_at,
     }
 
 
@@ -560,7 +568,16 @@ class JobEngine:
         job.ended_at = _now()
         job.set_state(job.state)
         teardown_json = job.teardown.to_json() if job.teardown else None
-        job.log.append_control(_end_event(job.state.value, job.exit_code, job.error, teardown_json))
+        job.log.append_control(
+            _end_event(
+                job.state.value,
+                job.exit_code,
+                job.error,
+                teardown_json,
+                started_at=job.started_at,
+                ended_at=job.ended_at,
+            )
+        )
         with contextlib.suppress(OSError):  # logged; the record says the log is incomplete
             await job.log.sync()
         job.log.close()

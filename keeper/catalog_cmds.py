@@ -99,6 +99,7 @@ def register(main: click.Group) -> None:
     """Add the commands to the keeper's ``main`` group."""
     # Imported here: keeper.cli imports this module to register the commands.
     from .cli import Context, pass_context, run
+    from .completion import complete_installed, complete_workers
 
     json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 
@@ -136,7 +137,7 @@ def register(main: click.Group) -> None:
         run(main)
 
     @main.command()
-    @click.argument("worker")
+    @click.argument("worker", shell_complete=complete_workers)
     @json_option
     @pass_context
     def info(ctx: Context, worker: str, as_json: bool) -> None:
@@ -173,7 +174,7 @@ def register(main: click.Group) -> None:
         run(main)
 
     @main.command()
-    @click.argument("worker")
+    @click.argument("worker", shell_complete=complete_installed)
     @json_option
     @pass_context
     def remove(ctx: Context, worker: str, as_json: bool) -> None:

@@ -14,7 +14,12 @@ import trio
 from . import __version__
 from .auth import discover_token
 from .client import DEFAULT_URL, ExitCode, HiveClient, HiveError, Refused
-from .follow import Console, Follower, describe_teardown
+from .completion import complete_hive_names, complete_jobs, complete_workers, completion
+from .config import ConfigError, HiveTarget, KeeperConfig, config_path
+from .console import Console
+from .follow import Follower, describe_teardown
+
+CONFIG_HINT = "$XDG_CONFIG_HOME/keeper/config.toml"
 
 EXIT_CODES = """\b
 Exit codes:
@@ -59,15 +64,32 @@ def run(main: Callable[[], Awaitable[int | None]]) -> NoReturn:
 
 
 class Context:
-    def __init__(self, url: str, quiet: bool, token: str | None, cacert: str | None) -> None:
-        self.url = url
-        self.console = Console(quiet=quiet)
-        self.token = token
-        self.cacert = cacert
+    """The hive a command talks to (resolved from --hive, the config and the
+    environment) and where its output goes."""
 
-    def client(self) -> HiveClient:
-        found = discover_token(self.url, self.token)
-        return HiveClient(self.url, token=found.token, cacert=self.cacert)
+    def __init__(
+        self, hive: str | None, quiet: bool, token: str | None, cacert: str | None
+    ) -> None:
+        try:
+            self.config = KeeperConfig.load(config_path())
+            self.target = self.config.resolve(hive)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        self.url = self.target.url
+        self.quiet = quiet
+        self.console = Console(quiet=quiet)
+        self.token = token or self.target.token
+        cacert_path = cacert or (str(self.target.cacert) if self.target.cacert else None)
+        self.cacert = cacert_path
+
+    def client(self, target: HiveTarget | None = None) -> HiveClient:
+        target = target or self.target
+        if target is self.target:
+            token, cacert = self.token, self.cacert
+        else:
+            token, cacert = target.token, str(target.cacert) if target.cacert else None
+        found = discover_token(target.url, token)
+        return HiveClient(target.url, token=found.token, cacert=cacert)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -79,12 +101,12 @@ pass_context = click.make_pass_decorator(Context)
 )
 @click.option(
     "--hive",
-    "url",
-    envvar="HIVE_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    metavar="URL",
-    help="The hive to talk to (also $HIVE_URL).",
+    "hive",
+    default=None,
+    metavar="NAME|URL",
+    shell_complete=complete_hive_names,
+    help=f"The hive to talk to: a name from {CONFIG_HINT} or a URL. Default: $HIVE_URL, "
+    f"else the config's default, else {DEFAULT_URL}.",
 )
 @click.option(
     "--token",
@@ -106,7 +128,9 @@ pass_context = click.make_pass_decorator(Context)
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr; job output only.")
 @click.version_option(__version__, prog_name="keeper")
 @click.pass_context
-def main(ctx: click.Context, url: str, token: str | None, cacert: str | None, quiet: bool) -> None:
+def main(
+    ctx: click.Context, hive: str | None, token: str | None, cacert: str | None, quiet: bool
+) -> None:
     """keeper: install workers on a hive and watch their builds.
 
     \b
@@ -122,7 +146,7 @@ def main(ctx: click.Context, url: str, token: str | None, cacert: str | None, qu
     (job stderr, hive and keeper status lines) to stderr, so
     `keeper download X --follow > build.log` keeps the build log clean.
     """
-    ctx.obj = Context(url, quiet, token, cacert)
+    ctx.obj = Context(hive, quiet, token, cacert)
 
 
 async def _follow(
@@ -149,7 +173,7 @@ async def _follow(
 
 
 @main.command()
-@click.argument("worker")
+@click.argument("worker", shell_complete=complete_workers)
 @click.option(
     "-f",
     "--follow",
@@ -159,8 +183,13 @@ async def _follow(
 )
 @click.option("--force", is_flag=True, help="Rebuild even if this version is installed.")
 @click.option("--skip-check", is_flag=True, help="Do not run the recipe's check().")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new job as JSON (not with --follow)."
+)
 @pass_context
-def download(ctx: Context, worker: str, follow: bool, force: bool, skip_check: bool) -> None:
+def download(
+    ctx: Context, worker: str, follow: bool, force: bool, skip_check: bool, as_json: bool
+) -> None:
     """Install WORKER from the hive's catalog (a build job).
 
     Without --follow, prints the job id and returns at once. Installing the
@@ -171,7 +200,7 @@ def download(ctx: Context, worker: str, follow: bool, force: bool, skip_check: b
         async with ctx.client() as client:
             job = await client.submit(worker, force=force, skip_check=skip_check)
             if not follow:
-                click.echo(job["id"])
+                click.echo(json.dumps(job) if as_json else job["id"])
                 return ExitCode.OK
             ctx.console.status(f"job {job['id']}: installing {worker}")
             return await _follow(ctx, client, job, cancel_on_interrupt=True)
@@ -180,7 +209,7 @@ def download(ctx: Context, worker: str, follow: bool, force: bool, skip_check: b
 
 
 @main.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
 @click.option(
     "--since",
     type=click.IntRange(0),
@@ -242,7 +271,7 @@ def follow(
 
 
 @main.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
 @click.option("--stderr", "stderr", is_flag=True, help="The job's stderr instead of its stdout.")
 @pass_context
 def logs(ctx: Context, job_id: str, stderr: bool) -> None:
@@ -270,9 +299,10 @@ def logs(ctx: Context, job_id: str, stderr: bool) -> None:
 
 
 @main.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
+@click.option("--json", "as_json", is_flag=True, help="Print the ended job as JSON.")
 @pass_context
-def cancel(ctx: Context, job_id: str) -> None:
+def cancel(ctx: Context, job_id: str, as_json: bool) -> None:
     """Cancel a job and wait until the hive confirms that none of its processes is left."""
 
     async def main() -> int:
@@ -283,7 +313,11 @@ def cancel(ctx: Context, job_id: str) -> None:
                 if exc.status != 409:
                     raise
                 ctx.console.status(f"job {job_id} had already ended: {exc.body.get('state')}")
+                if as_json:
+                    click.echo(json.dumps(await client.job(job_id)))
                 return ExitCode.OK
+            if as_json:
+                click.echo(json.dumps(job))
             ctx.console.status(
                 f"cancelled: job {job_id} is {job['state']}; "
                 f"teardown: {describe_teardown(job.get('teardown'))}"
@@ -319,7 +353,7 @@ def jobs(ctx: Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("job_id", metavar="JOB")
+@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
 @click.option("--json", "as_json", is_flag=True, help="The job record as JSON.")
 @pass_context
 def status(ctx: Context, job_id: str, as_json: bool) -> None:
@@ -353,10 +387,67 @@ def status(ctx: Context, job_id: str, as_json: bool) -> None:
     run(main)
 
 
+@main.command(short_help="List the configured hives and whether each answers.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_context
+def hives(ctx: Context, as_json: bool) -> None:
+    """List the hives named in $XDG_CONFIG_HOME/keeper/config.toml, and whether each answers.
+
+    \b
+    Example config:
+      default = "build-box"
+      [hives.build-box]
+      url = "https://build-box.lan:7835"
+      token_file = "~/.config/keeper/build-box.token"
+      cacert = "~/.config/keeper/build-box.pem"
+    """
+
+    async def main() -> int:
+        targets = list(ctx.config.hives.values())
+        results: dict[str, dict[str, Any]] = {}
+
+        async def probe(target: HiveTarget) -> None:
+            row: dict[str, Any] = {"name": target.name, "url": target.url}
+            row["default"] = target.name == ctx.config.default
+            try:
+                with trio.fail_after(3):
+                    async with ctx.client(target) as client:
+                        health = await client.health()
+                row.update(reachable=True, version=health.get("version"), error=None)
+                row["active_jobs"] = health.get("jobs", {}).get("active")
+            except (HiveError, trio.TooSlowError) as exc:
+                row.update(reachable=False, version=None, error=str(exc) or "timed out")
+            results[str(target.name)] = row
+
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                nursery.start_soon(probe, target)
+        rows = [results[str(target.name)] for target in targets]
+        if as_json:
+            for row in rows:
+                click.echo(json.dumps(row))
+            return ExitCode.OK
+        if not rows:
+            ctx.console.status(f"no hives configured in {config_path()}")
+            return ExitCode.OK
+        for row in rows:
+            mark = "*" if row["default"] else " "
+            state = (
+                f"ok (hive {row['version']}, {row['active_jobs']} active job(s))"
+                if row["reachable"]
+                else f"unreachable: {row['error']}"
+            )
+            click.echo(f"{mark} {row['name']:<16} {row['url']:<32} {state}")
+        return ExitCode.OK
+
+    run(main)
+
+
 def _register_commands() -> None:
     from .catalog_cmds import register
 
     register(main)
+    main.add_command(completion)
 
 
 _register_commands()
