@@ -466,7 +466,8 @@ class TreeKiller:
             if not t.exited and (including_failed or t.error is None)
         ]
 
-    def _signal(self, sig: signal.Signals, report: TeardownReport) -> None:
+    def _signal(self, sig: signal.Signals, report: TeardownReport) -> int:
+        """Send ``sig`` to every live member that has not had it; return how many."""
         sent = 0
         for tracked in self._alive():
             if sig in tracked.signals:
@@ -485,14 +486,13 @@ class TreeKiller:
             report.sigkill += sent
         else:
             report.sigterm += sent
-        if sent:
-            self._notify(f"sent {sig.name} to {sent} process(es) of job {self._job.job_id}")
         if sig == signal.SIGKILL and self._cgroup is not None and self._cgroup.populated():
             # Catches, in one step, whatever was forked since the last scan.
             self._cgroup.kill()
             if not report.cgroup_kill:
                 self._notify(f"killed what is left in cgroup {self._cgroup.path}")
             report.cgroup_kill = True
+        return sent
 
     def _poll_exits(self, report: TeardownReport) -> None:
         """Mark the tracked processes whose pidfd says they exited; reap and forget them."""
@@ -512,20 +512,36 @@ class TreeKiller:
 
     async def _phase(self, sig: signal.Signals, deadline: float, report: TeardownReport) -> None:
         """Send ``sig`` to every member, including any that appear, until all
-        have exited or ``deadline`` passes."""
+        have exited or ``deadline`` passes.
+
+        The job's log gets one line for the first round of signals and one for
+        all the processes that appeared later (a loop that keeps forking would
+        otherwise write a line every rescan).
+        """
         self._discover()
-        while True:
-            self._signal(sig, report)
-            alive = self._alive()
-            if alive:
-                if trio.current_time() >= deadline:
+        first = self._signal(sig, report)
+        if first:
+            self._notify(f"sent {sig.name} to {first} process(es) of job {self._job.job_id}")
+        late = 0
+        try:
+            while True:
+                alive = self._alive()
+                if alive:
+                    if trio.current_time() >= deadline:
+                        return
+                    with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
+                        await _wait_all_exited(alive)
+                self._poll_exits(report)
+                # Nothing tracked alive and a fresh scan finds nothing new: done.
+                if not self._discover() and not self._alive():
                     return
-                with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
-                    await _wait_all_exited(alive)
-            self._poll_exits(report)
-            # Nothing tracked alive and a fresh scan finds nothing new: done.
-            if not self._discover() and not self._alive():
-                return
+                late += self._signal(sig, report)
+        finally:
+            if late:
+                self._notify(
+                    f"sent {sig.name} to {late} more process(es) of job {self._job.job_id} "
+                    "that appeared during the teardown"
+                )
 
 
 async def _wait_all_exited(processes: list[_Tracked]) -> None:
