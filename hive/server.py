@@ -21,7 +21,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .api import create_app
 from .api.auth import Access
-from .catalog import bundled_catalog
+from .catalog import Catalog, bundled_catalog
 from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
@@ -114,7 +114,10 @@ async def serve(
     """Run a hive until SIGINT or SIGTERM; then tear every job down and stop.
 
     Raises :class:`HiveConfigError` before serving anything if the
-    configuration is unsafe or the token file unusable.
+    configuration is unsafe or the token file unusable, and
+    :class:`~hive.catalog.CatalogUnavailable` if the catalog cannot be had.
+    Both are raised before the containment's nursery opens, so that they reach
+    the caller as themselves, not inside an exception group.
     """
     config.check()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -128,15 +131,18 @@ async def serve(
             config.bind,
             "" if config.certfile else ", and without --certfile it travels in clear text",
         )
+    access = config.access(token)
+    catalog = await open_catalog(config.catalog, config.state_dir)
     async with open_containment(config.state_dir, grace=config.grace) as containment:
-        await _serve(config, containment, token, task_status=task_status)
+        await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")
 
 
 async def _serve(
     config: HiveConfig,
     containment: Containment,
-    token: str,
+    access: Access,
+    catalog: Catalog,
     *,
     task_status: trio.TaskStatus[str],
 ) -> None:
@@ -147,9 +153,7 @@ async def _serve(
         containment=containment,
         retention=config.retention,
     )
-    installer = Installer(
-        await open_catalog(config.catalog, config.state_dir), config.state_dir, engine
-    )
+    installer = Installer(catalog, config.state_dir, engine)
     if removed := await trio.to_thread.run_sync(installer.recover):
         log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers
@@ -157,7 +161,7 @@ async def _serve(
         Services(
             engine=engine, installer=installer, layers=layers, recovered=containment.recovered
         ),
-        access=config.access(token),
+        access=access,
     )
 
     hyper = HypercornConfig()

@@ -305,6 +305,19 @@ async def test_non_loopback_bind_needs_allow_remote(tmp_path: Path) -> None:
             assert (await client.get("/v1/health")).status_code == 401
 
 
+async def test_malformed_allow_host_or_origin_is_a_usage_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cases = [
+        ("--allow-origin", "bogus", "Error: not an origin (scheme://host[:port]): 'bogus'"),
+        ("--allow-host", "a/b", "Error: not a host name: 'a/b'"),
+    ]
+    for option, value, message in cases:
+        done = await run_hive_briefly("--bind", "127.0.0.1:0", "--state-dir", state, option, value)
+        stderr = done.stderr.decode()
+        assert done.returncode == 2, stderr
+        assert message in stderr and "Traceback" not in stderr
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and localhost: (cert, key)."""
