@@ -30,7 +30,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -224,7 +224,8 @@ class Job:
 
 
 def _teardown_from_json(data: dict[str, Any]) -> TeardownReport:
-    known = {"found", "sigterm", "sigkill", "left", "left_pids", "seconds", "layers"}
+    """The report of :meth:`TeardownReport.to_json`, less what it derives (``sigkill_needed``)."""
+    known = {f.name for f in fields(TeardownReport)}
     return TeardownReport(**{k: v for k, v in data.items() if k in known})
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hive.jobs import INTERRUPTED_REASON, JobLog, log_path, mark_interrupted
+from hive.jobs import INTERRUPTED_REASON, Job, JobLog, log_path, mark_interrupted
 from hive.logfile import scan_log
+from hive.proctree import TeardownReport
 from hive.protocol import (
     ControlEvent,
     OutputChunk,
@@ -58,6 +59,27 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
         assert loaded[0] == record("a" * 12, "succeeded", exit_code=0, teardown=teardown)
         await store.delete(["a" * 12])
         assert [r.id for r in await store.load_all()] == ["b" * 12]
+
+
+def test_a_reloaded_job_keeps_its_whole_teardown_report(tmp_path: Path) -> None:
+    report = TeardownReport(
+        found=3,
+        sigterm=3,
+        sigkill=1,
+        left=0,
+        seconds=1.25,
+        layers=["cgroup", "environment"],
+        by_layer={"cgroup": {"found": 3, "only": 1}, "environment": {"found": 2, "only": 0}},
+        cgroup_kill=True,
+        cgroup_empty=True,
+        reaped=2,
+        errors=["pid 7: permission denied"],
+        limits=["no subreaper"],
+    )
+    saved = record("c" * 12, "cancelled", teardown=report.to_json(), log_complete=True)
+    job = Job.from_record(saved, JobLog.existing(tmp_path / "c.log", 0))
+    assert job.teardown == report
+    assert job.to_record() == saved
 
 
 async def test_mark_interrupted_settles_what_a_dead_hive_left(tmp_path: Path) -> None:
