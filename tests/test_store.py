@@ -122,6 +122,8 @@ async def test_mark_interrupted_settles_what_a_dead_hive_left(tmp_path: Path) ->
         "exit_code": None,
         "error": "cannot write the job log",
         "teardown": None,
+        "started_at": None,  # as in its record
+        "ended_at": None,
     }
     replay = JobLog.existing(log_path(logs, running), by_id[running].last_seq)
     assert b"".join([c async for c in replay.output(Stream.STDOUT)]) == b"half a build\n"
