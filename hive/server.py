@@ -8,9 +8,12 @@ job's ``end`` event, and only then does hypercorn shut down.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,6 +42,9 @@ from .tokenfile import (
 log = logging.getLogger("hive")
 
 DEFAULT_BIND = "127.0.0.1:7835"
+
+#: In the state dir: held (flock) by the hive that runs on it, and names its pid.
+LOCK_FILE = "hive.lock"
 
 #: Websockets still open after the jobs ended get this long to close.
 GRACEFUL_TIMEOUT = 2.0
@@ -114,28 +120,62 @@ async def serve(
     """Run a hive until SIGINT or SIGTERM; then tear every job down and stop.
 
     Raises :class:`HiveConfigError` before serving anything if the
-    configuration is unsafe or the token file unusable, and
+    configuration is unsafe, the token file unusable or the state dir in use
+    by another hive, and
     :class:`~hive.catalog.CatalogUnavailable` if the catalog cannot be had.
     Both are raised before the containment's nursery opens, so that they reach
     the caller as themselves, not inside an exception group.
     """
     config.check()
     config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        token = load_or_create_token(config.state_dir)
-    except (TokenFileError, OSError) as exc:
-        raise HiveConfigError(f"cannot use the token file: {exc}") from None
-    if not config.is_loopback():
-        log.warning(
-            "listening on %s, reachable from other machines: the token is the only guard%s",
-            config.bind,
-            "" if config.certfile else ", and without --certfile it travels in clear text",
-        )
-    access = config.access(token)
-    catalog = await open_catalog(config.catalog, config.state_dir)
-    async with open_containment(config.state_dir, grace=config.grace) as containment:
-        await _serve(config, containment, access, catalog, task_status=task_status)
+    with state_dir_lock(config.state_dir):
+        try:
+            token = load_or_create_token(config.state_dir)
+        except (TokenFileError, OSError) as exc:
+            raise HiveConfigError(f"cannot use the token file: {exc}") from None
+        if not config.is_loopback():
+            log.warning(
+                "listening on %s, reachable from other machines: the token is the only guard%s",
+                config.bind,
+                "" if config.certfile else ", and without --certfile it travels in clear text",
+            )
+        access = config.access(token)
+        catalog = await open_catalog(config.catalog, config.state_dir)
+        async with open_containment(config.state_dir, grace=config.grace) as containment:
+            await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")
+
+
+@contextmanager
+def state_dir_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``<state-dir>/hive.lock`` while the block runs: one hive per state dir.
+
+    Two hives on one state dir would share its job store, job logs and workers:
+    each would mark the other's running jobs interrupted and append to their
+    logs, and its retention would delete the logs of jobs it does not know. The
+    kernel releases the lock when the process dies, however it dies, so a
+    killed hive leaves nothing stale behind; the file is close-on-exec, so no
+    job process can keep it. Raises :class:`HiveConfigError` if another hive
+    holds it.
+    """
+    path = state_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise HiveConfigError(f"cannot open the lock file {path}: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise HiveConfigError(
+                f"another hive (pid {holder}) already runs on the state dir {state_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 async def _serve(

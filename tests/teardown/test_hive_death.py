@@ -5,14 +5,17 @@ one left running, before it serves."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from ..support import Hive, job_processes
+from ..support import ROOT, Hive, job_processes
 from .conftest import teardown_hive
+from .tools import RECIPES as RECIPE_DIR
 from .tools import (
     Leftovers,
     Proc,
@@ -116,12 +119,25 @@ async def test_restart_after_sigkill_kills_what_the_dead_hive_left(
 async def test_a_second_hive_on_the_same_state_dir_leaves_the_first_ones_jobs_alone(
     tmp_path: Path, leftovers: Leftovers
 ) -> None:
+    """It refuses to start: it would share the first one's job store and logs."""
     state = tmp_path / "state"
     async with teardown_hive(state, leftovers, cgroups=None) as first:
         jobs, escapees = await start_ready(first, leftovers, ["setsid"])
-        async with teardown_hive(state, leftovers, cgroups=None) as second:
-            assert "still runs on this state dir: left alone" in second.log
+        argv = ["serve", "--bind", "127.0.0.1:0", "--state-dir", str(state)]
+        with trio.fail_after(30):
+            second = await trio.run_process(
+                [sys.executable, "-m", "hive", *argv, "--catalog", str(RECIPE_DIR)],
+                capture_stderr=True,
+                stdout=subprocess.DEVNULL,
+                check=False,
+                cwd=ROOT,
+            )
+        stderr = second.stderr.decode()
+        assert second.returncode == 2, stderr
+        assert f"another hive (pid {first.process.pid}) already runs on the state dir" in stderr
+        assert "Traceback" not in stderr
         assert all(proc.alive() for proc in escapees)
         assert (await get_job(first, jobs[0]["id"]))["state"] == "running"
+    assert f"job {jobs[0]['id']} ended: cancelled" in first.log
     left = leftovers_of(jobs, escapees)
     assert left == {key: [] for key in left}
