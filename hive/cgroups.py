@@ -43,6 +43,10 @@ _ENTER_SCRIPT = (
     'exec "$@"'
 )
 
+#: What the shell of :data:`_ENTER_SCRIPT` exports on its own (dash: PWD; bash:
+#: SHLVL and _). The hive never passes these to a job.
+_SHELL_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_")
+
 
 def find_cgroup2_mount(mountinfo: str) -> Path | None:
     """The mount point of the cgroup v2 hierarchy, from ``/proc/self/mountinfo``."""
@@ -83,9 +87,12 @@ class JobCgroup:
         return self.path / "cgroup.procs"
 
     def enter_argv(self, argv: Sequence[str]) -> list[str]:
-        """``argv``, started so that it runs in this cgroup from its first instruction."""
+        """``argv``, started so that it runs in this cgroup from its first instruction,
+        with the environment it is given and nothing the shell adds (``env -u``)."""
         shell = shutil.which("sh") or "/bin/sh"
-        return [shell, "-c", _ENTER_SCRIPT, str(self.procs_file), *argv]
+        env = shutil.which("env") or "/usr/bin/env"
+        unset = [arg for name in _SHELL_VARIABLES for arg in ("-u", name)]
+        return [shell, "-c", _ENTER_SCRIPT, str(self.procs_file), env, *unset, *argv]
 
     def create(self) -> None:
         self.path.mkdir(exist_ok=True)
