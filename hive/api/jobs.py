@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import trio
 from quart import Blueprint, Response, jsonify, request, websocket
@@ -117,10 +118,10 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
 async def job_log(job_id: str) -> Response:
     """The exact bytes the job wrote to stdout (or ``?stream=stderr``) so far,
     streamed from its log file."""
-    job = find_job(job_id)
     name = request.args.get("stream", "stdout")
     if name not in ("stdout", "stderr"):
         fail(400, "bad_request", "stream must be stdout or stderr")
+    job = find_job(job_id)
     response = Response(job.log.output(Stream[name.upper()]), mimetype="application/octet-stream")
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -133,11 +134,12 @@ async def stream(job_id: str) -> None:
     ``format=binary|json``. See :mod:`hive.protocol`."""
     await websocket.accept()
     try:
-        job = find_job(job_id)
         fmt = websocket.args.get("format", "binary")
         if fmt not in ("binary", "json"):
             fail(400, "bad_request", "format must be binary or json")
-        since, skip, announce = await _stream_start(job)
+        start = _start_query()
+        job = find_job(job_id)
+        since, skip, announce = await _stream_start(job, start)
     except ApiError as exc:
         log_refusal(exc.status, exc.code, str(exc))
         await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
@@ -188,20 +190,40 @@ async def _send_events(job: Job, since: int, skip: int, *, json_output: bool) ->
     return ended
 
 
-async def _stream_start(job: Job) -> tuple[int, int, bool]:
-    """``(since, skip, announce)`` for the stream's query: follow after
-    ``since``, drop ``skip`` bytes of the first entry, and send a start frame
-    first if the client could not know ``since``."""
+@dataclass(frozen=True)
+class StartQuery:
+    """Where the stream's query says to start: after ``since``, at the job's
+    latest event, or ``tail_lines`` lines before the end of its stdout."""
+
+    since: int = 0
+    latest: bool = False
+    tail_lines: int | None = None
+
+
+def _start_query() -> StartQuery:
+    """Parse ``since``/``tail_lines``; checked before the job is looked up, so
+    that a malformed query is a 400 whether or not the job exists."""
     since = websocket.args.get("since")
     tail_lines = websocket.args.get("tail_lines")
     if tail_lines is not None:
         if since is not None:
             fail(400, "bad_request", "give since or tail_lines, not both")
-        start, skip = await job.log.tail_start(_int_arg(tail_lines, "tail_lines"))
-        return start, skip, True
+        return StartQuery(tail_lines=_int_arg(tail_lines, "tail_lines"))
     if since == "latest":
+        return StartQuery(latest=True)
+    return StartQuery(since=0 if since is None else _int_arg(since, "since"))
+
+
+async def _stream_start(job: Job, start: StartQuery) -> tuple[int, int, bool]:
+    """``(since, skip, announce)``: follow after ``since``, drop ``skip`` bytes
+    of the first entry, and send a start frame first if the client could not
+    know ``since``."""
+    if start.tail_lines is not None:
+        since, skip = await job.log.tail_start(start.tail_lines)
+        return since, skip, True
+    if start.latest:
         return await job.log.latest(), 0, True
-    return _int_arg(since or "0", "since"), 0, False
+    return start.since, 0, False
 
 
 def _int_arg(value: str, name: str) -> int:
