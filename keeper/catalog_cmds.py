@@ -7,27 +7,12 @@ WORKER``; each prints a table (or ``key: value`` lines) for people and, with
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
 
 from .client import ExitCode
-
-#: A table column: header and how to get the cell from a row.
-Column = tuple[str, Callable[[dict[str, Any]], str]]
-
-
-def table(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> list[str]:
-    """Left-aligned columns, as wide as their widest cell; the last one unpadded."""
-    cells = [[header for header, _ in columns]]
-    cells += [[cell(row) for _, cell in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns) - 1)]
-    return [
-        "  ".join([*(c.ljust(w) for c, w in zip(line, widths, strict=False)), line[-1]]).rstrip()
-        for line in cells
-    ]
+from .tables import Column, echo_json_lines, echo_table
 
 
 def _list(values: Any) -> str:
@@ -90,11 +75,6 @@ def info_lines(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _json_lines(rows: Iterable[dict[str, Any]]) -> None:
-    for row in rows:
-        click.echo(json.dumps(row))
-
-
 def register(main: click.Group) -> None:
     """Add the commands to the keeper's ``main`` group."""
     # Imported here: keeper.cli imports this module to register the commands.
@@ -121,7 +101,7 @@ def register(main: click.Group) -> None:
                 listing = await client.catalog()
             rows = listing["workers"]
             if as_json:
-                _json_lines(rows)
+                echo_json_lines(rows)
                 return ExitCode.OK
             source = listing.get("catalog") or {}
             if source.get("stale"):
@@ -130,8 +110,7 @@ def register(main: click.Group) -> None:
                     f"({source.get('error') or 'unreachable'}); showing the copy from "
                     f"{source.get('fetched_at')}"
                 )
-            for line in table(rows, CATALOG_COLUMNS):
-                click.echo(line)
+            echo_table(rows, CATALOG_COLUMNS)
             return ExitCode.OK
 
         run(main)
@@ -147,7 +126,7 @@ def register(main: click.Group) -> None:
             async with ctx.client() as client:
                 entry = await client.catalog_entry(worker)
             if as_json:
-                _json_lines([entry])
+                echo_json_lines([entry])
             else:
                 for line in info_lines(entry):
                     click.echo(line)
@@ -165,10 +144,9 @@ def register(main: click.Group) -> None:
             async with ctx.client() as client:
                 rows = await client.workers()
             if as_json:
-                _json_lines(rows)
+                echo_json_lines(rows)
             else:
-                for line in table(rows, WORKER_COLUMNS):
-                    click.echo(line)
+                echo_table(rows, WORKER_COLUMNS)
             return ExitCode.OK
 
         run(main)
@@ -184,7 +162,7 @@ def register(main: click.Group) -> None:
             async with ctx.client() as client:
                 result = await client.remove_worker(worker)
             if as_json:
-                _json_lines([result])
+                echo_json_lines([result])
             else:
                 ctx.console.status(f"removed {worker} {_list(result.get('removed'))}")
             return ExitCode.OK

@@ -18,8 +18,17 @@ from .completion import complete_hive_names, complete_jobs, complete_workers, co
 from .config import ConfigError, HiveTarget, KeeperConfig, config_path
 from .console import Console
 from .follow import Follower, describe_teardown
+from .tables import Column, echo_json_lines, echo_table
 
 CONFIG_HINT = "$XDG_CONFIG_HOME/keeper/config.toml"
+
+JOB_COLUMNS: list[Column] = [
+    ("JOB", lambda r: r["id"]),
+    ("STATE", lambda r: r["state"]),
+    ("WORKER", lambda r: r["worker"]),
+    ("EXIT", lambda r: "" if r["exit_code"] is None else str(r["exit_code"])),
+    ("CREATED", lambda r: r["created_at"]),
+]
 
 EXIT_CODES = """\b
 Exit codes:
@@ -337,16 +346,9 @@ def jobs(ctx: Context, as_json: bool) -> None:
         async with ctx.client() as client:
             rows = await client.jobs()
         if as_json:
-            for row in rows:
-                click.echo(json.dumps(row))
-            return ExitCode.OK
-        click.echo(f"{'JOB':<12}  {'STATE':<10}  {'WORKER':<16}  {'EXIT':>4}  CREATED")
-        for row in rows:
-            code = "" if row["exit_code"] is None else str(row["exit_code"])
-            click.echo(
-                f"{row['id']:<12}  {row['state']:<10}  {row['worker']:<16}  {code:>4}  "
-                f"{row['created_at']}"
-            )
+            echo_json_lines(rows)
+        else:
+            echo_table(rows, JOB_COLUMNS)
         return ExitCode.OK
 
     run(main)
@@ -424,8 +426,7 @@ def hives(ctx: Context, as_json: bool) -> None:
                 nursery.start_soon(probe, target)
         rows = [results[str(target.name)] for target in targets]
         if as_json:
-            for row in rows:
-                click.echo(json.dumps(row))
+            echo_json_lines(rows)
             return ExitCode.OK
         if not rows:
             ctx.console.status(f"no hives configured in {config_path()}")
