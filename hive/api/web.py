@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from quart import Blueprint, Response, send_from_directory, websocket
+from werkzeug.exceptions import NotFound
 
 from .auth import public
 from .context import services
@@ -21,6 +22,10 @@ from .jobs import FOLLOWER_GONE
 blueprint = Blueprint("web", __name__)
 
 WEB_ROOT = Path(str(resources.files("hive") / "web"))
+
+#: The page's files (ES modules, style sheets). Any other name is a 404 that
+#: never reaches the filesystem, where a name too long is an OSError (a 500).
+ASSETS = frozenset(path.name for path in WEB_ROOT.iterdir() if path.suffix in (".js", ".css"))
 
 
 @blueprint.get("/")
@@ -36,6 +41,8 @@ async def index() -> Response:
 @public
 @accepts()
 async def asset(name: str) -> Response:
+    if name not in ASSETS:
+        raise NotFound()
     response = await send_from_directory(WEB_ROOT, name)
     response.headers["Cache-Control"] = "no-cache"
     return response
