@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -9,8 +10,38 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .catalog import bundled_catalog
-from .server import DEFAULT_BIND, HiveConfig, default_state_dir, run
+from .catalog import CatalogUnavailable, bundled_catalog
+from .remote import build_index
+from .retention import (
+    DEFAULT_KEEP_BYTES,
+    DEFAULT_KEEP_DAYS,
+    DEFAULT_KEEP_JOBS,
+    Retention,
+    parse_size,
+)
+from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
+from .tokenfile import default_state_dir
+
+
+def catalog_location(ctx: click.Context, param: click.Parameter, value: object) -> Path | str:
+    """``--catalog``: an existing directory (resolved) or an http(s):// index URL."""
+    if isinstance(value, Path):
+        return value
+    text = str(value)
+    if text.startswith(("http://", "https://")):
+        return text
+    if "://" in text:
+        raise click.BadParameter(f"{text!r}: only http:// and https:// catalogs are supported")
+    directory = click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+    result: Path = directory.convert(text, param, ctx)
+    return result
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,21 +59,59 @@ def main() -> None:
     default=DEFAULT_BIND,
     show_default=True,
     metavar="HOST:PORT",
-    help="Address to listen on. Port 0 picks a free port (the ready line shows it).",
+    help="Address to listen on. Port 0 picks a free port (the ready line shows it). "
+    "Only loopback addresses unless --allow-remote.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow --bind on a non-loopback address. Anyone who can reach it and has the "
+    "token can run builds: use --certfile/--keyfile too.",
+)
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host header is NAME (besides localhost and IP "
+    "addresses; DNS-rebinding defence). Repeatable.",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    metavar="SCHEME://HOST[:PORT]",
+    help="Also accept browser requests and websockets from this origin. Repeatable.",
+)
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS/WSS with this PEM certificate (chain); needs --keyfile.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The private key for --certfile.",
 )
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
     default=default_state_dir,
+    envvar="HIVE_STATE_DIR",
     show_default="$XDG_STATE_HOME/hive",
-    help="Where installed workers, builds and job state live.",
+    help="Where installed workers, builds, job state and the token live (also "
+    "$HIVE_STATE_DIR, which the keeper reads too).",
 )
 @click.option(
     "--catalog",
-    type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True),
+    callback=catalog_location,
     default=bundled_catalog,
+    metavar="DIR|URL",
     show_default="the catalog bundled with hive",
-    help="Directory with one folder per worker recipe (PKGBUILD + files).",
+    help="Directory with one folder per worker recipe (PKGBUILD + files), or the "
+    "http(s) URL of a remote catalog's index.json (fetched at start, cached in the state dir).",
 )
 @click.option(
     "--grace",
@@ -58,13 +127,50 @@ def main() -> None:
     default=None,
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
+@click.option(
+    "--keep-jobs",
+    type=click.IntRange(0),
+    default=DEFAULT_KEEP_JOBS,
+    show_default=True,
+    help="Forget the oldest ended jobs (record and log) beyond this many jobs.",
+)
+@click.option(
+    "--keep-days",
+    type=click.FloatRange(0),
+    default=DEFAULT_KEEP_DAYS,
+    show_default=True,
+    help="Forget jobs that ended more than this many days ago.",
+)
+@click.option(
+    "--keep-bytes",
+    default=str(DEFAULT_KEEP_BYTES),
+    callback=_size,
+    show_default="2G",
+    metavar="SIZE",
+    help="Forget the oldest ended jobs while their logs take more than this (e.g. 500M, 2G).",
+)
 def serve(
-    bind: str, state_dir: Path, catalog: Path, grace: float, max_parallel: int | None
+    bind: str,
+    allow_remote: bool,
+    allow_hosts: tuple[str, ...],
+    allow_origins: tuple[str, ...],
+    certfile: Path | None,
+    keyfile: Path | None,
+    state_dir: Path,
+    catalog: Path | str,
+    grace: float,
+    max_parallel: int | None,
+    keep_jobs: int,
+    keep_days: float,
+    keep_bytes: int,
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
     On shutdown every running job is cancelled, and its whole process tree is
     torn down, before the hive exits.
+
+    Every request needs the token in <state-dir>/token (created at first
+    start, mode 0600); a local keeper finds it by itself.
     """
     logging.basicConfig(
         stream=sys.stderr,
@@ -72,8 +178,36 @@ def serve(
         format="%(asctime)s hive: %(message)s",
         datefmt="%H:%M:%S",
     )
-    run(
-        HiveConfig(
-            bind=bind, state_dir=state_dir, catalog=catalog, grace=grace, max_parallel=max_parallel
-        )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per catalog file otherwise
+    config = HiveConfig(
+        bind=bind,
+        state_dir=state_dir,
+        catalog=catalog,
+        grace=grace,
+        max_parallel=max_parallel,
+        allow_remote=allow_remote,
+        allow_hosts=allow_hosts,
+        allow_origins=allow_origins,
+        certfile=certfile,
+        keyfile=keyfile,
+        retention=Retention(keep_jobs, keep_days, keep_bytes),
     )
+    try:
+        run(config)
+    except HiveConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except CatalogUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("catalog-index")
+@click.argument(
+    "directory", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
+)
+def catalog_index(directory: Path) -> None:
+    """Print the index.json of a catalog DIRECTORY, for serving it as a remote catalog.
+
+    Serve DIRECTORY over HTTP with the output saved as DIRECTORY/index.json,
+    then start hives with `--catalog https://HOST/PATH/index.json`.
+    """
+    click.echo(json.dumps(build_index(directory), indent=2))

@@ -10,6 +10,13 @@ stragglers behind.
 
 The engine knows nothing of HTTP: the API calls :meth:`JobEngine.submit`,
 :meth:`JobEngine.cancel` and reads :class:`Job` objects.
+
+Jobs are durable: each job's record is kept in ``<state>/jobs.db``
+(:mod:`hive.store`) and its events in ``<state>/logs/<id>.log``
+(:mod:`hive.joblog`). A hive that starts finds the jobs of the previous one;
+those that were still running are marked ``interrupted``
+(:func:`mark_interrupted`). Old jobs are forgotten by a retention task
+(:mod:`hive.retention`).
 """
 
 from __future__ import annotations
@@ -23,16 +30,21 @@ import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from .containment import Containment
 from .joblog import JobLog
-from .proctree import TeardownReport, TreeKiller, spawn
+from .logfile import LogCorrupt, settle_log
+from .proctree import TeardownReport
 from .protocol import MAX_FRAME_PAYLOAD, Stream
+from .retention import RetainedJob, Retention
+from .store import JobRecord, JobStore
 
 log = logging.getLogger("hive.jobs")
 
@@ -50,6 +62,12 @@ READ_SIZE = MAX_FRAME_PAYLOAD
 #: once; this bounds the wait for a writer we could not kill.
 DRAIN_TIMEOUT = 1.0
 
+#: Why a job that was running when the previous hive stopped is ``interrupted``.
+INTERRUPTED_REASON = "hive stopped while the job was running"
+
+#: Age limits need a clock: retention also runs this often, not only when a job ends.
+RETENTION_PERIOD = 3600.0
+
 
 class JobState(enum.StrEnum):
     QUEUED = "queued"
@@ -58,10 +76,17 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: The hive stopped (crash, kill -9, power loss) while the job was not final.
+    INTERRUPTED = "interrupted"
 
     @property
     def final(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in (
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.INTERRUPTED,
+        )
 
 
 class JobError(Exception):
@@ -88,6 +113,7 @@ class JobSpec:
 
     operation: str
     worker: str
+    #: Empty: no process; the job runs only ``finish`` (e.g. "already installed").
     argv: list[str]
     env: dict[str, str]
     cwd: Path | None = None
@@ -107,6 +133,7 @@ class Job:
     id: str
     spec: JobSpec
     grace: float
+    log: JobLog
     state: JobState = JobState.QUEUED
     created_at: str = field(default_factory=_now)
     started_at: str | None = None
@@ -116,7 +143,6 @@ class Job:
     pid: int | None = None
     cancel_requested_by: str | None = None
     teardown: TeardownReport | None = None
-    log: JobLog = field(default_factory=JobLog)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     ended: trio.Event = field(default_factory=trio.Event)
     #: Called after every state change (the engine uses it to wake watchers).
@@ -141,6 +167,57 @@ class Job:
             "last_seq": self.log.last_seq,
         }
 
+    def to_record(self) -> JobRecord:
+        return JobRecord(
+            id=self.id,
+            operation=self.spec.operation,
+            worker=self.spec.worker,
+            state=self.state.value,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            exit_code=self.exit_code,
+            error=self.error,
+            pid=self.pid,
+            grace=self.grace,
+            cancel_requested_by=self.cancel_requested_by,
+            teardown=self.teardown.to_json() if self.teardown else None,
+            last_seq=self.log.last_seq,
+            log_complete=self.log.closed and self.log.error is None,
+        )
+
+    @classmethod
+    def from_record(cls, record: JobRecord, log: JobLog) -> Job:
+        """A job of an earlier hive: ended, read-only."""
+        teardown = record.teardown
+        job = cls(
+            id=record.id,
+            spec=JobSpec(record.operation, record.worker, argv=[], env={}),
+            grace=record.grace,
+            log=log,
+            state=JobState(record.state),
+            created_at=record.created_at,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            exit_code=record.exit_code,
+            error=record.error,
+            pid=record.pid,
+            cancel_requested_by=record.cancel_requested_by,
+            teardown=_teardown_from_json(teardown) if teardown else None,
+        )
+        job.ended.set()
+        return job
+
+    def fail(self, reason: str) -> None:
+        """Fail the job for a reason of the hive's (its log cannot be written):
+        its processes are torn down as for a cancel, but it ends ``failed``."""
+        if self.ended.is_set():
+            return
+        self.error = f"{self.error}; {reason}" if self.error else reason
+        self.message(reason)
+        self.set_state(JobState.FAILED)
+        self.cancel_scope.cancel()
+
     def message(self, text: str) -> None:
         """A hive message: into the job's stream and the hive's log."""
         log.info("job %s: %s", self.id, text)
@@ -152,40 +229,173 @@ class Job:
         self.on_change(self)
 
 
-class JobEngine:
-    """Runs jobs in its own nursery; :meth:`running` owns that nursery."""
+def _teardown_from_json(data: dict[str, Any]) -> TeardownReport:
+    """The report of :meth:`TeardownReport.to_json`, less what it derives (``sigkill_needed``)."""
+    known = {f.name for f in fields(TeardownReport)}
+    return TeardownReport(**{k: v for k, v in data.items() if k in known})
 
-    def __init__(self, *, grace: float = 5.0, max_parallel: int | None = None) -> None:
+
+def log_path(log_dir: Path, job_id: str) -> Path:
+    return log_dir / f"{job_id}.log"
+
+
+async def mark_interrupted(
+    store: JobStore, log_dir: Path, reason: str = INTERRUPTED_REASON
+) -> list[JobRecord]:
+    """Close the books a previous hive left open; return the jobs it interrupted.
+
+    Jobs that were not final when that hive stopped become ``interrupted`` with
+    ``reason``, and their logs get the events a follower needs to reach ``end``
+    (a torn last record is cut off first). If a log already ends with ``end``,
+    the job did end and only its record was not saved: the record takes the
+    state from that event. Ended jobs whose log was not completed (a write
+    error, a crash before the final sync) get their ``end`` event too.
+
+    The returned records still carry the interrupted jobs' ``pid``: whatever
+    cleans up processes a killed hive left behind can start from them.
+    """
+    interrupted: list[JobRecord] = []
+    settled: list[JobRecord] = []
+    for record in await store.load_all():
+        if JobState(record.state).final and record.log_complete:
+            continue
+        path = log_path(log_dir, record.id)
+        try:
+            fixed = await trio.to_thread.run_sync(partial(_settle, record, path, reason))
+        except OSError as exc:
+            log.error("job %s: cannot complete its log %s: %s", record.id, path, exc)
+            continue
+        settled.append(fixed)
+        if fixed.state == JobState.INTERRUPTED and not JobState(record.state).final:
+            interrupted.append(fixed)
+            log.info("job %s: %s (%s)", record.id, fixed.state, fixed.error)
+    if settled:
+        await store.save(*settled)
+    return interrupted
+
+
+def _settle(record: JobRecord, path: Path, reason: str) -> JobRecord:
+    """Blocking part of :func:`mark_interrupted`, for one job."""
+    if JobState(record.state).final:
+        before: list[dict[str, Any]] = []
+        end = _end_event(record.state, record.exit_code, record.error, record.teardown)
+    else:
+        state = JobState.INTERRUPTED.value
+        before = [{"type": "message", "text": reason}, {"type": "state", "state": state}]
+        end = _end_event(state, None, reason, None)
+    try:
+        scan = settle_log(path, end, before)
+    except LogCorrupt as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        log.error("job %s: %s; moved to %s, starting a new log", record.id, exc, aside)
+        os.replace(path, aside)
+        scan = settle_log(path, end, before)
+    final = scan.last_control or end
+    return replace(
+        record,
+        state=str(final.get("state", end["state"])),
+        exit_code=final.get("exit_code"),
+        error=final.get("error"),
+        teardown=final.get("teardown"),
+        ended_at=record.ended_at or _now(),
+        last_seq=scan.last_seq,
+        log_complete=True,
+    )
+
+
+def _end_event(
+    state: str,
+    exit_code: int | None,
+    error: str | None,
+    teardown: dict[str, Any] | None,
+    *,
+    started_at: str | None = None,
+    ended_at: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "type": "end",
+        "state": state,
+        "exit_code": exit_code,
+        "error": error,
+        "teardown": teardown,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
+
+
+class JobEngine:
+    """Runs jobs in its own nursery; :meth:`running` owns that nursery, the job
+    store, and the retention task."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        grace: float = 5.0,
+        max_parallel: int | None = None,
+        containment: Containment | None = None,
+        retention: Retention | None = None,
+    ) -> None:
         self.grace = grace
+        self.containment = containment or Containment()
+        self.state_dir = state_dir
+        self.log_dir = state_dir / "logs"
+        self.retention = retention or Retention()
+        #: Jobs the previous hive left running, as :func:`mark_interrupted` found them.
+        self.interrupted: list[JobRecord] = []
         self._jobs: dict[str, Job] = {}
         self._slots = trio.CapacityLimiter(max_parallel or os.cpu_count() or 1)
         self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
         self._stopping = False
+        self._store: JobStore | None = None
+        self._retention_due = trio.Event()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobEngine]:
-        """Run jobs while the block runs; on the way out, tear all of them down."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield self
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self.shutdown()
-                self._nursery = None
+        """Run jobs while the block runs; on the way out, tear all of them down.
+
+        On the way in, the jobs of earlier hives are loaded (and settled).
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        async with JobStore.open(self.state_dir / "jobs.db") as store:
+            self._store = store
+            self.interrupted = await mark_interrupted(store, self.log_dir)
+            for record in await store.load_all():
+                job_log = JobLog.existing(log_path(self.log_dir, record.id), record.last_seq)
+                self._jobs[record.id] = Job.from_record(record, job_log)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._retain)
+                try:
+                    yield self
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self.shutdown()
+                    self._nursery = None
+                    nursery.cancel_scope.cancel()  # the retention task; every job has ended
 
     def submit(self, spec: JobSpec) -> Job:
         if self._nursery is None:
             raise RuntimeError("the job engine is not running")
-        job = Job(id=secrets.token_hex(6), spec=spec, grace=self.grace, on_change=self._job_changed)
+        job_id = secrets.token_hex(6)
+        job = Job(
+            id=job_id,
+            spec=spec,
+            grace=self.grace,
+            log=JobLog(log_path(self.log_dir, job_id)),
+            on_change=self._job_changed,
+        )
+        job.log.on_failure = partial(_log_failed, job)
         self._jobs[job.id] = job
         log.info("job %s submitted: %s worker=%s", job.id, spec.operation, spec.worker)
         job.set_state(JobState.QUEUED)
         self._nursery.start_soon(self._run, job, name=f"job {job.id}")
         return job
 
-    def _job_changed(self, _job: Job) -> None:
+    def _job_changed(self, job: Job) -> None:
+        assert self._store is not None
+        self._store.put(job.to_record())  # queued: written soon, off the event loop
         self._wake_watchers()
 
     def _wake_watchers(self) -> None:
@@ -229,17 +439,63 @@ class JobEngine:
         for job in self._jobs.values():
             if not job.state.final:
                 self.cancel(job.id, by="hive shutdown")
-        for job in self._jobs.values():
+        for job in list(self._jobs.values()):
             await job.ended.wait()
+
+    async def _retain(self) -> None:
+        """Apply the retention limits at start-up, after every job, and hourly."""
+        while True:
+            self._retention_due = trio.Event()
+            try:
+                await self.apply_retention()
+            except OSError as exc:
+                log.error("retention: %s", exc)
+            with trio.move_on_after(RETENTION_PERIOD):
+                await self._retention_due.wait()
+
+    async def apply_retention(self) -> list[str]:
+        """Forget the ended jobs the retention limits leave no room for, and
+        remove log files that belong to no job; return the forgotten ids."""
+        assert self._store is not None
+        names = await trio.to_thread.run_sync(os.listdir, self.log_dir)
+        jobs = list(self._jobs.values())
+        paths = [log_path(self.log_dir, job.id) for job in jobs]
+        sizes = await trio.to_thread.run_sync(_file_sizes, paths)
+        retained = [
+            RetainedJob(
+                job.id,
+                datetime.fromisoformat(job.ended_at)
+                if job.ended.is_set() and job.ended_at
+                else None,
+                size,
+            )
+            for job, size in zip(jobs, sizes, strict=True)
+        ]
+        doomed = self.retention.expired(retained, now=datetime.now(UTC))
+        for job_id in doomed:
+            del self._jobs[job_id]
+        if doomed:
+            await self._store.delete(doomed)
+        known = set(self._jobs)
+        files = [log_path(self.log_dir, job_id) for job_id in doomed]
+        files += [self.log_dir / name for name in names if name.split(".")[0] not in known]
+        await trio.to_thread.run_sync(_remove_files, files)
+        if doomed:
+            log.info("retention: forgot %d job(s): %s", len(doomed), ", ".join(doomed))
+            self._wake_watchers()
+        return doomed
 
     async def _run(self, job: Job) -> None:
         try:
             with job.cancel_scope:
-                async with self._slots:
-                    await self._execute(job)
-            if job.cancel_requested_by is not None:
+                if job.spec.argv:  # a job without argv has only its finish step
+                    async with self._slots:
+                        await self._execute(job)
+            if job.state == JobState.FAILED:
+                pass
+            elif job.cancel_requested_by is not None:
                 job.state = JobState.CANCELLED
-            elif job.state != JobState.FAILED:
+            else:
                 await self._finish(job)
         except Exception as exc:  # a bug in a finish step must not take the hive down
             log.exception("job %s: internal error", job.id)
@@ -250,9 +506,9 @@ class JobEngine:
 
     async def _execute(self, job: Job) -> None:
         spec = job.spec
-        env = {**spec.env, "HIVE_JOB_ID": job.id}
+        tree = self.containment.open(job.id)
         try:
-            process = await spawn(spec.argv, env=env, cwd=spec.cwd)
+            process = await tree.spawn(spec.argv, env=spec.env, cwd=spec.cwd)
         except OSError as exc:
             job.state, job.error = JobState.FAILED, f"could not start {spec.argv[0]}: {exc}"
             return
@@ -266,7 +522,6 @@ class JobEngine:
             " ".join(spec.argv),
         )
         job.set_state(JobState.RUNNING)
-        killer = TreeKiller(process, grace=job.grace, notify=job.message)
         async with trio.open_nursery() as nursery:
             readers = [
                 _Reader(job, Stream.STDOUT, process.stdout),
@@ -278,16 +533,20 @@ class JobEngine:
                 job.exit_code = await process.wait()
             finally:
                 with trio.CancelScope(shield=True):
-                    if job.exit_code is None and job.cancel_requested_by is None:
+                    if (
+                        job.exit_code is None
+                        and job.cancel_requested_by is None
+                        and job.state != JobState.FAILED
+                    ):
                         job.cancel_requested_by = "hive (job scope cancelled)"
-                    job.teardown = await killer.teardown()
+                    job.teardown = await tree.teardown(grace=job.grace, notify=job.message)
                     job.exit_code = process.returncode
                     with trio.move_on_after(DRAIN_TIMEOUT):
                         for reader in readers:
                             await reader.done.wait()
                     for reader in readers:
                         reader.scope.cancel()
-        if job.exit_code != 0 and job.cancel_requested_by is None:
+        if job.exit_code != 0 and job.cancel_requested_by is None and job.state != JobState.FAILED:
             job.state, job.error = JobState.FAILED, _describe_exit(job.exit_code)
 
     async def _finish(self, job: Job) -> None:
@@ -307,22 +566,32 @@ class JobEngine:
                 await job.spec.cleanup(job)
             except Exception:
                 log.exception("job %s: cleanup failed", job.id)
-        if job.teardown is not None and not job.teardown.clean:
-            leftover = f"teardown incomplete: {job.teardown.left} process(es) left"
+        if job.teardown is not None and (leftover := job.teardown.problem):
             job.error = f"{job.error}; {leftover}" if job.error else leftover
+        try:
+            await job.log.sync()  # the output, before the outcome that depends on it
+        except OSError as exc:
+            _log_failed(job, exc)
         job.ended_at = _now()
         job.set_state(job.state)
+        teardown_json = job.teardown.to_json() if job.teardown else None
         job.log.append_control(
-            {
-                "type": "end",
-                "state": job.state.value,
-                "exit_code": job.exit_code,
-                "error": job.error,
-                "teardown": job.teardown.to_json() if job.teardown else None,
-            }
+            _end_event(
+                job.state.value,
+                job.exit_code,
+                job.error,
+                teardown_json,
+                started_at=job.started_at,
+                ended_at=job.ended_at,
+            )
         )
+        with contextlib.suppress(OSError):  # logged; the record says the log is incomplete
+            await job.log.sync()
         job.log.close()
+        assert self._store is not None
+        await self._store.save(job.to_record())
         job.ended.set()
+        self._retention_due.set()
         teardown = job.teardown
         log.info(
             "job %s ended: %s, exit code %s%s",
@@ -334,6 +603,25 @@ class JobEngine:
             if teardown
             else "",
         )
+
+
+def _log_failed(job: Job, exc: OSError) -> None:
+    job.fail(f"cannot write the job log: {exc.strerror or exc} ({job.log.path})")
+
+
+def _file_sizes(paths: list[Path]) -> list[int]:
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -103,6 +103,11 @@ class RecipeError(Exception):
         super().__init__("; ".join(self.problems))
 
 
+class RecipeTimeout(RecipeError):
+    """Reading took too long: possibly a loaded machine, so not a verdict on the
+    recipe that a cache should keep."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """The validated metadata of one PKGBUILD, for one machine architecture."""
@@ -382,7 +387,7 @@ async def read_recipe(recipe_dir: Path, *, machine: str | None = None) -> Recipe
                 ["-c", DUMP_SCRIPT, "hive-read-recipe", machine], recipe_dir, env
             )
     except trio.TooSlowError:
-        raise RecipeError(f"reading PKGBUILD took longer than {READ_TIMEOUT:g} s") from None
+        raise RecipeTimeout(f"reading PKGBUILD took longer than {READ_TIMEOUT:g} s") from None
     if dump.returncode != 0:
         reason = _last_line(dump.stderr) or f"bash exited with status {dump.returncode}"
         raise RecipeError(f"cannot read PKGBUILD: {reason}")

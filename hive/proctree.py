@@ -1,15 +1,26 @@
-"""Spawn a job's process tree, and tear down every process of it.
+"""Find every process of a job, and tear all of them down.
 
 Killing the direct child is not enough: ``bash`` dies and ``cargo`` keeps
-compiling. A job's leader is started in a new session, so the job owns a
-process group; teardown finds the job's members from ``/proc`` (same process
-group, same session, or a descendant of a member by parent links), signals each
-through a pidfd (so a recycled pid is never hit), and waits on those pidfds for
-the exits instead of polling.
+compiling. A job's processes are found from ``/proc`` by several independent
+*layers*, each of which catches what another misses:
+
+- ``process-group``: the job's leader starts a new session, so its process
+  group and session hold every process that did not leave them;
+- ``descendants``: children of a member, by parent links, whatever their group
+  (a ``setsid`` child whose parent still runs);
+- ``environment``: ``HIVE_JOB_ID=<id>`` in ``/proc/PID/environ`` marks a job's
+  process even after it left the session and its parent died (a double-forked
+  daemon, re-parented to the hive);
+- ``cgroup``: the job's own cgroup (see :mod:`hive.cgroups`) holds even a
+  process that cleared its environment.
+
+Every member is signalled through a pidfd (so a recycled pid is never hit), and
+the exits are awaited on those pidfds instead of polling. A sweep re-scans until
+a pass finds nothing new, so a process forked while the sweep runs is caught.
 
 "Gone" is judged from the process state, never from ``killpg(pgid, 0)``: an
-orphan that already exited stays a zombie until its new parent reaps it, which
-here takes PID 1 up to two seconds.
+exited process stays a zombie until its parent reaps it. Zombies that are the
+hive's own (re-parented) children are reaped here, at once.
 
 The pure parts (parsing ``/proc/PID/stat``, choosing members) are plain
 functions; :class:`TreeKiller` is the thin trio layer around them.
@@ -17,16 +28,22 @@ functions; :class:`TreeKiller` is the thin trio layer around them.
 
 from __future__ import annotations
 
+import enum
 import os
+import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
+
+if TYPE_CHECKING:
+    from .cgroups import JobCgroup
+    from .reaper import Reaper
 
 PROC = Path("/proc")
 
@@ -37,6 +54,18 @@ KILL_TIMEOUT = 5.0
 #: makes no event we could wait on: a member may start a new process while we
 #: wait for it to die.
 RESCAN_INTERVAL = 0.25
+
+#: The environment variable that marks a job's processes.
+JOB_ID_VARIABLE = "HIVE_JOB_ID"
+
+
+class Layer(enum.StrEnum):
+    """A way of finding a job's processes."""
+
+    PROCESS_GROUP = "process-group"
+    DESCENDANTS = "descendants"
+    ENVIRONMENT = "environment"
+    CGROUP = "cgroup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,49 +134,118 @@ def snapshot() -> dict[int, ProcStat]:
     return procs
 
 
+def job_marker(job_id: str) -> bytes:
+    """The ``NAME=value`` entry that a job's processes carry in their environment."""
+    return f"{JOB_ID_VARIABLE}={job_id}".encode()
+
+
+def environ_has(environ: bytes, marker: bytes) -> bool:
+    """Whether a NUL-separated environment block contains ``marker`` as an entry."""
+    return b"\0" + marker + b"\0" in b"\0" + environ + b"\0"
+
+
+def marked_pids(pids: Iterable[int], marker: bytes) -> set[int]:
+    """Those of ``pids`` whose environment carries ``marker``.
+
+    Processes of another user cannot be read (unless we are root) and are
+    skipped: we could not signal them either.
+    """
+    marked: set[int] = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if environ_has(f.read(), marker):
+                    marked.add(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return marked
+
+
 @dataclass(frozen=True, slots=True)
 class JobIdentity:
     """What marks a process as belonging to a job."""
 
-    pgid: int  # == the session id: the leader starts a new session
+    job_id: str
+    #: The job's process group and session (the leader starts a new session);
+    #: None where the group cannot be trusted to be the job's any more.
+    pgid: int | None
+    leader_pid: int | None
+    #: Processes older than the leader cannot be members: that keeps a
+    #: recycled pgid number from pulling in strangers. 0 when unknown.
     leader_start_time: int
 
 
-def select_members(
-    procs: Mapping[int, ProcStat], job: JobIdentity, known: Iterable[int] = ()
-) -> set[int]:
-    """Pids of the live processes that belong to ``job``.
+def group_exists(procs: Mapping[int, ProcStat], pgid: int) -> bool:
+    """Whether any process, zombies included, is in process group or session ``pgid``.
 
-    A process belongs to the job if it is in the job's process group or
-    session, or descends (by parent links) from one that does or from a pid in
-    ``known`` — which catches a child that called ``setsid`` while its parent
-    is still alive. Processes older than the job's leader cannot be members:
-    that keeps a recycled pgid number from pulling in strangers.
+    While one is, the number cannot be handed to a new process; once none is,
+    it can, and a group seen empty must never be signalled again.
+    """
+    return any(stat.pgid == pgid or stat.sid == pgid for stat in procs.values())
+
+
+def candidates(procs: Mapping[int, ProcStat], job: JobIdentity) -> list[int]:
+    """Live processes young enough to be members (whose environment is worth reading)."""
+    return [
+        stat.pid
+        for stat in procs.values()
+        if not stat.dead and stat.start_time >= job.leader_start_time
+    ]
+
+
+def select_members(
+    procs: Mapping[int, ProcStat],
+    job: JobIdentity,
+    *,
+    marked: Collection[int] = (),
+    in_cgroup: Collection[int] = (),
+    known: Iterable[int] = (),
+) -> dict[int, frozenset[Layer]]:
+    """The live processes that belong to ``job``, each with the layers that found it.
+
+    A process belongs to the job if it is in the job's process group or session
+    (and not older than the leader), carries the job's marker (``marked``), is
+    in the job's cgroup (``in_cgroup``), or descends by parent links from one
+    that does or from a pid in ``known``.
     """
     children: dict[int, list[int]] = {}
     for stat in procs.values():
         children.setdefault(stat.ppid, []).append(stat.pid)
-    seeds = [
-        stat.pid
-        for stat in procs.values()
-        if (stat.pgid == job.pgid or stat.sid == job.pgid)
-        and stat.start_time >= job.leader_start_time
-    ]
-    seeds.extend(pid for pid in known if pid in procs)
-    members: set[int] = set()
-    stack = seeds
+    direct: dict[int, set[Layer]] = {}
+    for stat in procs.values():
+        layers: set[Layer] = set()
+        if (
+            job.pgid is not None
+            and (stat.pgid == job.pgid or stat.sid == job.pgid)
+            and stat.start_time >= job.leader_start_time
+        ):
+            layers.add(Layer.PROCESS_GROUP)
+        if stat.pid in marked:
+            layers.add(Layer.ENVIRONMENT)
+        if stat.pid in in_cgroup:
+            layers.add(Layer.CGROUP)
+        if layers:
+            direct[stat.pid] = layers
+    members: dict[int, set[Layer]] = {pid: set(layers) for pid, layers in direct.items()}
+    for pid in known:
+        if pid in procs:
+            members.setdefault(pid, set())
+    visited: set[int] = set()
+    stack = list(members)
     while stack:
         pid = stack.pop()
-        if pid in members:
+        if pid in visited:
             continue
-        members.add(pid)
-        stack.extend(children.get(pid, ()))
-    return {pid for pid in members if not procs[pid].dead}
+        visited.add(pid)
+        for child in children.get(pid, ()):
+            members.setdefault(child, set()).add(Layer.DESCENDANTS)
+            stack.append(child)
+    return {pid: frozenset(layers) for pid, layers in members.items() if not procs[pid].dead}
 
 
 @dataclass
 class TeardownReport:
-    """Evidence of a teardown: what was found, signalled, and what is left."""
+    """Evidence of a teardown: what was found, by which layer, signalled, and what is left."""
 
     found: int = 0
     sigterm: int = 0
@@ -155,11 +253,50 @@ class TeardownReport:
     left: int = 0
     left_pids: list[int] = field(default_factory=list)
     seconds: float = 0.0
-    layers: list[str] = field(default_factory=lambda: ["process-group", "descendants"])
+    #: The layers this teardown looked with.
+    layers: list[str] = field(default_factory=list)
+    #: Per layer: processes it found, and those that no other layer found.
+    by_layer: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Whether ``cgroup.kill`` swept the job's cgroup; whether the cgroup was
+    #: empty at the end (None: the job had no cgroup).
+    cgroup_kill: bool = False
+    cgroup_empty: bool | None = None
+    #: Exited processes that were the hive's (re-parented) children, reaped here.
+    reaped: int = 0
+    #: Why something could not be killed or cleaned up, one line each.
+    errors: list[str] = field(default_factory=list)
+    #: What this teardown could not have seen, given the layers it had.
+    limits: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return self.left == 0
+        return self.left == 0 and self.cgroup_empty is not False
+
+    @property
+    def problem(self) -> str | None:
+        """One line for the job's error when the teardown is not verified clean."""
+        if self.clean:
+            return None
+        text = f"teardown incomplete: {self.left} process(es) left"
+        if self.left_pids:
+            text += f" (pids {', '.join(map(str, self.left_pids))})"
+        if self.errors:
+            text += ": " + "; ".join(self.errors)
+        return text
+
+    def count(self, found: Iterable[frozenset[Layer]]) -> None:
+        """Fill :attr:`found` and :attr:`by_layer` from the layers of each process found."""
+        tally = {layer: {"found": 0, "only": 0} for layer in Layer if layer in self.layers}
+        total = 0
+        for layers in found:
+            total += 1
+            for layer in layers:
+                entry = tally.setdefault(layer, {"found": 0, "only": 0})
+                entry["found"] += 1
+                if len(layers) == 1:
+                    entry["only"] += 1
+        self.found = total
+        self.by_layer = {str(layer): counts for layer, counts in tally.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,6 +308,12 @@ class TeardownReport:
             "left_pids": self.left_pids,
             "seconds": round(self.seconds, 4),
             "layers": self.layers,
+            "by_layer": self.by_layer,
+            "cgroup_kill": self.cgroup_kill,
+            "cgroup_empty": self.cgroup_empty,
+            "reaped": self.reaped,
+            "errors": self.errors,
+            "limits": self.limits,
         }
 
 
@@ -194,41 +337,61 @@ async def spawn(
     )
 
 
+def reap(pidfd: int) -> bool:
+    """Reap the exited process behind ``pidfd`` if it is our child; whether we did.
+
+    Only for processes no one else waits for: reaping a child that trio's
+    ``Process.wait`` owns would steal its exit status.
+    """
+    try:
+        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG) is not None
+    except ChildProcessError:
+        return False
+
+
 @dataclass(slots=True)
 class _Tracked:
     pid: int
     pidfd: int
+    layers: frozenset[Layer]
     exited: bool = False
     signals: set[int] = field(default_factory=set)
+    error: str | None = None
 
 
 class TreeKiller:
     """Tears down every process of one job: SIGTERM, a grace period, SIGKILL.
 
-    ``notify`` receives one human-readable line per step, for the job's log.
+    ``leader`` is the job's process when this hive started it (trio reaps it;
+    we never do). ``notify`` receives one human-readable line per step, for
+    the job's log.
     """
 
     def __init__(
         self,
-        leader: trio.Process,
+        job: JobIdentity,
         *,
         grace: float,
         notify: Callable[[str], None] = lambda _line: None,
+        leader: trio.Process | None = None,
+        cgroup: JobCgroup | None = None,
+        reaper: Reaper | None = None,
+        layers: Sequence[str] = (Layer.PROCESS_GROUP, Layer.DESCENDANTS, Layer.ENVIRONMENT),
+        limits: Sequence[str] = (),
     ) -> None:
-        self._leader = leader
+        self._job = job
         self._grace = grace
         self._notify = notify
-        leader_stat = read_stat(leader.pid)
-        self._job = JobIdentity(
-            pgid=leader.pid,
-            leader_start_time=leader_stat.start_time if leader_stat else 0,
-        )
+        self._leader = leader
+        self._cgroup = cgroup
+        self._reaper = reaper
+        self._layers = [str(layer) for layer in layers]
+        self._limits = list(limits)
+        self._marker = job_marker(job.job_id)
         self._tracked: dict[int, _Tracked] = {}
-        self._seen: set[int] = set()
-
-    @property
-    def pgid(self) -> int:
-        return self._job.pgid
+        self._found: list[frozenset[Layer]] = []
+        #: Sessions that held a member: session id -> earliest member start time.
+        self._sessions: dict[int, int] = {}
 
     async def teardown(self) -> TeardownReport:
         """Kill everything that is left of the job and verify that nothing is.
@@ -237,38 +400,57 @@ class TreeKiller:
         Call it shielded: it must finish even while the job is being cancelled.
         """
         started = time.monotonic()
-        report = TeardownReport()
+        report = TeardownReport(layers=list(self._layers), limits=list(self._limits))
         try:
-            empty = await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
-            if not empty:
-                empty = await self._phase(
-                    signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report
-                )
-            # Reap the leader ourselves so that it is not a zombie in our table.
-            with trio.move_on_after(KILL_TIMEOUT):
-                await self._leader.wait()
-            # A phase that proved the job empty needs no second look at /proc.
-            left = (
-                set()
-                if empty
-                else select_members(snapshot(), self._job, (t.pid for t in self._alive()))
-            )
+            await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
+            if self._alive() or (self._cgroup is not None and self._cgroup.populated()):
+                await self._phase(signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report)
+            # The verifying pass: a fresh scan by every layer, and the pidfds.
+            self._discover()
+            self._poll_exits(report)
+            left = self._alive(including_failed=True)
             report.left = len(left)
-            report.left_pids = sorted(left)
+            report.left_pids = sorted(t.pid for t in left)
+            report.errors.extend(t.error or f"pid {t.pid}: still alive after SIGKILL" for t in left)
+            if self._cgroup is not None:
+                report.cgroup_empty = not self._cgroup.populated()
+            if self._reaper is not None:
+                # Orphans that exited before we saw them, e.g. the setsid'd
+                # middle process of a double fork, are zombies of ours.
+                report.reaped += self._reaper.reap_orphans(self._sessions)
+            leader = self._leader
+            if leader is not None and leader.pid not in report.left_pids:
+                # Reap the leader (through trio, which owns it) so that it is no zombie.
+                with trio.move_on_after(KILL_TIMEOUT):
+                    await leader.wait()
         finally:
             for tracked in self._tracked.values():
                 os.close(tracked.pidfd)
             self._tracked.clear()
-        report.found = len(self._seen)
+        report.count(self._found)
         report.seconds = time.monotonic() - started
         return report
 
     def _discover(self) -> list[_Tracked]:
         """Start tracking members not seen before; return them."""
         procs = snapshot()
+        if self._job.pgid is not None and not group_exists(procs, self._job.pgid):
+            # Empty once means the number may be reused: never look at it again.
+            self._job = JobIdentity(
+                self._job.job_id, None, self._job.leader_pid, self._job.leader_start_time
+            )
+        in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
+        fresh = [pid for pid in candidates(procs, self._job) if pid not in self._tracked]
+        members = select_members(
+            procs,
+            self._job,
+            marked=marked_pids(fresh, self._marker),
+            in_cgroup=in_cgroup,
+            known=list(self._tracked),
+        )
         new: list[_Tracked] = []
-        for pid in select_members(procs, self._job, (t.pid for t in self._alive())):
-            if pid in self._tracked:
+        for pid, layers in members.items():
+            if pid in self._tracked or pid == os.getpid():
                 continue
             try:
                 pidfd = os.pidfd_open(pid)
@@ -279,54 +461,104 @@ class TreeKiller:
             if stat is None or stat.start_time != procs[pid].start_time or stat.dead:
                 os.close(pidfd)
                 continue
-            tracked = _Tracked(pid, pidfd)
+            tracked = _Tracked(pid, pidfd, layers)
             self._tracked[pid] = tracked
-            self._seen.add(pid)
+            self._found.append(layers)
+            first = self._sessions.get(stat.sid, stat.start_time)
+            self._sessions[stat.sid] = min(first, stat.start_time)
             new.append(tracked)
         return new
 
-    def _alive(self) -> list[_Tracked]:
-        return [t for t in self._tracked.values() if not t.exited]
+    def _alive(self, *, including_failed: bool = False) -> list[_Tracked]:
+        return [
+            t
+            for t in self._tracked.values()
+            if not t.exited and (including_failed or t.error is None)
+        ]
 
-    async def _phase(self, sig: signal.Signals, deadline: float, report: TeardownReport) -> bool:
+    def _signal(self, sig: signal.Signals, report: TeardownReport) -> int:
+        """Send ``sig`` to every live member that has not had it; return how many."""
+        sent = 0
+        for tracked in self._alive():
+            if sig in tracked.signals:
+                continue
+            tracked.signals.add(sig)
+            try:
+                signal.pidfd_send_signal(tracked.pidfd, sig)
+            except ProcessLookupError:
+                tracked.exited = True
+                continue
+            except PermissionError:
+                tracked.error = f"pid {tracked.pid}: {sig.name} not permitted"
+                continue
+            sent += 1
+        if sig == signal.SIGKILL:
+            report.sigkill += sent
+        else:
+            report.sigterm += sent
+        if sig == signal.SIGKILL and self._cgroup is not None and self._cgroup.populated():
+            # Catches, in one step, whatever was forked since the last scan.
+            self._cgroup.kill()
+            if not report.cgroup_kill:
+                self._notify(f"killed what is left in cgroup {self._cgroup.path}")
+            report.cgroup_kill = True
+        return sent
+
+    def _poll_exits(self, report: TeardownReport) -> None:
+        """Mark the tracked processes whose pidfd says they exited; reap and forget them."""
+        by_fd = {tracked.pidfd: tracked for tracked in self._tracked.values()}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        for fd, _events in poller.poll(0):
+            by_fd[fd].exited = True
+        for pid, tracked in list(self._tracked.items()):
+            if not tracked.exited:
+                continue
+            if self._leader is None or pid != self._leader.pid:
+                report.reaped += reap(tracked.pidfd)
+            os.close(tracked.pidfd)
+            del self._tracked[pid]
+
+    async def _phase(self, sig: signal.Signals, deadline: float, report: TeardownReport) -> None:
         """Send ``sig`` to every member, including any that appear, until all
-        have exited (return True) or ``deadline`` passes (return False)."""
-        while True:
-            # A scan taken after every tracked member had exited, that finds no
-            # new member, proves the job empty (a member's children exist before
-            # it exits, so that scan sees them).
-            settled = not self._alive()
-            if not self._discover() and settled:
-                return True
-            targets = [t for t in self._alive() if sig not in t.signals]
-            for tracked in targets:
-                tracked.signals.add(sig)
-                try:
-                    signal.pidfd_send_signal(tracked.pidfd, sig)
-                except ProcessLookupError:
-                    tracked.exited = True
-                    continue
-                if sig == signal.SIGKILL:
-                    report.sigkill += 1
-                else:
-                    report.sigterm += 1
-            if targets:
+        have exited or ``deadline`` passes.
+
+        The job's log gets one line for the first round of signals and one for
+        all the processes that appeared later (a loop that keeps forking would
+        otherwise write a line every rescan).
+        """
+        self._discover()
+        first = self._signal(sig, report)
+        if first:
+            self._notify(f"sent {sig.name} to {first} process(es) of job {self._job.job_id}")
+        late = 0
+        try:
+            while True:
+                alive = self._alive()
+                if alive:
+                    if trio.current_time() >= deadline:
+                        return
+                    with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
+                        await _wait_all_exited(alive)
+                self._poll_exits(report)
+                # Nothing tracked alive and a fresh scan finds nothing new: done.
+                if not self._discover() and not self._alive():
+                    return
+                late += self._signal(sig, report)
+        finally:
+            if late:
                 self._notify(
-                    f"sent {sig.name} to {len(targets)} process(es) of process group {self.pgid}"
+                    f"sent {sig.name} to {late} more process(es) of job {self._job.job_id} "
+                    "that appeared during the teardown"
                 )
-            alive = self._alive()
-            if not alive:
-                continue  # the next scan decides whether we are done
-            if trio.current_time() >= deadline:
-                return False
-            with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
-                await _wait_all_exited(alive)
 
 
 async def _wait_all_exited(processes: list[_Tracked]) -> None:
+    """Return once every one of ``processes`` has exited (their pidfds are readable)."""
+
     async def wait_one(tracked: _Tracked) -> None:
         await trio.lowlevel.wait_readable(tracked.pidfd)
-        tracked.exited = True
 
     async with trio.open_nursery() as nursery:
         for tracked in processes:

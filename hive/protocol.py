@@ -16,8 +16,19 @@ while the seq range still tells the client exactly what it has. A client that
 remembers the last seq it has *printed* resumes with ``?since=<that seq>`` and
 gets neither a gap nor a repeat.
 
+A client may also ask to start relative to the end of what exists:
+``?since=latest`` (only what comes next) or ``?tail_lines=N`` (the last N
+lines of stdout, then live). The hive then first sends a *start* frame,
+``{"type": "start", "since": S}`` — not an event, it has no seq of its own —
+saying that the stream continues after seq S. With ``tail_lines`` the first
+output chunk after it may hold only the end of event S+1's bytes (the start of
+the last N lines). Either way the client knows the seq of everything it got
+and resumes as usual.
+
 For clients that cannot handle binary frames, ``?format=json`` sends every
-output chunk as a text frame too (see :func:`output_event_json`).
+output chunk as a text frame too (see :func:`output_event_json`): valid UTF-8
+as ``data``, anything else base64-encoded as ``data_b64``, so no byte is ever
+altered in either format.
 
 This module does no I/O: it is shared by the hive and the keeper and tested on
 its own.
@@ -32,6 +43,11 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+#: Version of the HTTP/websocket API, reported as ``api`` by ``/v1/health``.
+#: A keeper talks only to a hive with the same number; bump it on any
+#: incompatible change (``/v1/health`` itself keeps its shape forever).
+API_VERSION = 1
 
 #: Largest payload put into one binary frame. Well under trio-websocket's
 #: default 1 MiB message limit, big enough that framing costs nothing.
@@ -75,6 +91,17 @@ class ControlEvent:
 Event = OutputChunk | ControlEvent
 
 
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Not an event: the stream continues after seq ``since``."""
+
+    since: int
+
+
+#: Anything a stream frame decodes to.
+Frame = Event | StartAt
+
+
 class ProtocolError(ValueError):
     """A frame that does not follow the protocol."""
 
@@ -87,7 +114,11 @@ def encode_control(seq: int, body: dict[str, Any]) -> str:
     return json.dumps({"seq": seq, **body}, separators=(",", ":"))
 
 
-def decode_frame(frame: bytes | str) -> Event:
+def encode_start(since: int) -> str:
+    return json.dumps({"type": "start", "since": since}, separators=(",", ":"))
+
+
+def decode_frame(frame: bytes | str) -> Frame:
     """Turn one websocket message back into an event."""
     if isinstance(frame, bytes):
         if len(frame) < HEADER_SIZE:
@@ -104,6 +135,11 @@ def decode_frame(frame: bytes | str) -> Event:
         body = json.loads(frame)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"text frame is not JSON: {exc}") from None
+    if isinstance(body, dict) and body.get("type") == "start" and "seq" not in body:
+        since = body.get("since")
+        if not isinstance(since, int) or since < 0:
+            raise ProtocolError("start frame without a valid since")
+        return StartAt(since)
     if not isinstance(body, dict) or not isinstance(body.get("seq"), int):
         raise ProtocolError("text frame is not an event object with an integer seq")
     seq = body.pop("seq")
@@ -169,11 +205,19 @@ class ResumeCursor:
     def __init__(self, since: int = 0) -> None:
         self.since = since
 
-    def accept(self, event: Event) -> bool:
-        """Record ``event``; return False for a replayed event already seen.
+    def accept(self, event: Frame) -> bool:
+        """Record ``event``; return False for a replayed event already seen,
+        and for a start frame (which only moves the cursor forward).
 
         Raises :class:`ProtocolError` if events were skipped.
         """
+        if isinstance(event, StartAt):
+            if event.since < self.since:
+                raise ProtocolError(
+                    f"stream restarts at seq {event.since + 1}, before {self.since + 1}"
+                )
+            self.since = event.since
+            return False
         first, last = (
             (event.first, event.last) if isinstance(event, OutputChunk) else (event.seq, event.seq)
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .install import Installer
 from .jobs import JobEngine
+from .recovery import RecoveredJob
 
 
 @dataclass
@@ -18,3 +19,5 @@ class Services:
     installer: Installer
     #: Teardown mechanisms in use, as reported at start-up and by /v1/health.
     layers: list[str] = field(default_factory=list)
+    #: Jobs a previous hive on this state dir left running; torn down at start-up.
+    recovered: list[RecoveredJob] = field(default_factory=list)

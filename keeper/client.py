@@ -8,32 +8,36 @@ traceback.
 from __future__ import annotations
 
 import enum
+import json
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
 )
 
-from hive.protocol import Event, ProtocolError, decode_frame
+from hive.catalog import InvalidWorkerName, check_worker_name
+from hive.protocol import API_VERSION, Frame, ProtocolError, decode_frame
 
 from . import __version__
 
 DEFAULT_URL = "http://127.0.0.1:7835"
 
-#: trio-websocket refuses bigger messages; the hive sends at most 256 KiB + header.
+#: trio-websocket refuses bigger messages; the hive sends at most 1 MiB + header.
 MAX_MESSAGE = 4 * 1024 * 1024
 
-#: Bytes asked of the socket per read. trio-websocket's default (4 KiB) cuts a
-#: 256 KiB output frame into 64 reads, each a trip through wsproto's parser:
-#: that, not the network, capped a followed stream at ~100 MB/s.
-RECEIVE_BUFFER = 1024 * 1024
+#: Bytes asked of the socket per read. trio-websocket's default (4 KiB) makes
+#: bulk output cost a websocket parse per 4 KiB: a third of the throughput.
+RECEIVE_BUFFER = 256 * 1024
 
 
 class ExitCode(enum.IntEnum):
@@ -44,6 +48,8 @@ class ExitCode(enum.IntEnum):
     JOB_CANCELLED = 3
     NOT_FOUND = 4
     REFUSED = 5
+    AUTH = 6
+    INCOMPATIBLE = 7
     CANCEL_UNCONFIRMED = 124
     HIVE_ERROR = 125
     INTERRUPTED = 130
@@ -72,6 +78,18 @@ class Refused(HiveError):
     exit_code = ExitCode.REFUSED
 
 
+class Unauthorized(HiveError):
+    """The hive wants a token, or another one."""
+
+    exit_code = ExitCode.AUTH
+
+
+class Incompatible(HiveError):
+    """A hive that speaks another version of the API."""
+
+    exit_code = ExitCode.INCOMPATIBLE
+
+
 class StreamInterrupted(HiveError):
     """The websocket closed before the job's ``end`` event."""
 
@@ -83,17 +101,39 @@ def websocket_url(base: str, path: str) -> str:
 
 
 class HiveClient:
-    """``async with HiveClient(url) as hive: await hive.submit("cbuild")``."""
+    """``async with HiveClient(url, token=T) as hive: await hive.submit("cbuild")``.
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 10.0) -> None:
+    Before its first call the client checks, with ``/v1/health``, that it talks
+    to a hive of its own API version. ``cacert`` is a PEM file of CAs to trust
+    for an ``https://`` hive instead of the system's.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        cacert: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise HiveError(f"hive URL must start with http:// or https://, got {url!r}")
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=timeout,
-            headers={"User-Agent": f"keeper/{__version__}"},
-        )
+        self._token = token
+        headers = {"User-Agent": f"keeper/{__version__}"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            self._ssl = ssl.create_default_context(cafile=cacert)
+        except (OSError, ssl.SSLError) as exc:
+            raise HiveError(f"cannot use CA file {cacert}: {_reason(exc)}") from None
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=timeout, headers=headers, verify=self._ssl
+            )
+        except httpx.InvalidURL as exc:
+            raise HiveError(f"bad hive URL {url!r}: {exc}") from None
+        self._compatible = False
 
     async def __aenter__(self) -> HiveClient:
         return self
@@ -102,12 +142,21 @@ class HiveClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not self._compatible:
+            await self.health()
+        return await self._call(method, path, **kwargs)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
             raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
             raise HiveUnreachable(f"cannot reach the hive at {self.url}: {_reason(exc)}") from None
+        return self._json(response)
+
+    def _json(self, response: httpx.Response) -> Any:
+        """The body of a (read) JSON response; an error status raises."""
         try:
             body = response.json()
         except ValueError:
@@ -117,6 +166,8 @@ class HiveClient:
             ) from None
         if response.is_success:
             return body
+        if response.status_code == 401:
+            raise self._unauthorized()
         message = body.get("message") if isinstance(body, dict) else None
         message = message or f"HTTP {response.status_code}"
         error_class = (
@@ -126,13 +177,60 @@ class HiveClient:
         )
         raise error_class(message, status=response.status_code, body=body)
 
+    def _unauthorized(self) -> Unauthorized:
+        if self._token is None:
+            return Unauthorized(
+                f"the hive at {self.url} needs a token: pass --token or set HIVE_TOKEN",
+                status=401,
+            )
+        return Unauthorized(f"the hive at {self.url} refused the token", status=401)
+
     async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", "/v1/health")
+        """The hive's health; raises :class:`Incompatible` for another API version."""
+        result = await self._call("GET", "/v1/health")
+        if not isinstance(result, dict) or result.get("status") != "ok":
+            raise HiveError(f"{self.url} answered /v1/health with nonsense: is it a hive?")
+        if result.get("api") != API_VERSION:
+            raise Incompatible(
+                f"the hive at {self.url} is version {result.get('version', '?')} "
+                f"(API {result.get('api', '?')}); this keeper {__version__} speaks API "
+                f"{API_VERSION}"
+            )
+        self._compatible = True
         return result
 
-    async def submit(self, worker: str) -> dict[str, Any]:
-        body = {"operation": "worker_download", "worker": worker}
+    async def submit(
+        self, worker: str, *, force: bool = False, skip_check: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"operation": "worker_download", "worker": worker}
+        if force:
+            body["force"] = True
+        if skip_check:
+            body["skip_check"] = True
         result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body)
+        return result
+
+    async def catalog(self) -> dict[str, Any]:
+        """``{"catalog": {where it comes from}, "workers": [entry, ...]}``."""
+        result: dict[str, Any] = await self._request("GET", "/v1/catalog")
+        return result
+
+    async def catalog_entry(self, worker: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/v1/catalog/{_worker(worker)}")
+        return result
+
+    async def refresh_catalog(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", "/v1/catalog/refresh", timeout=None)
+        return result
+
+    async def workers(self) -> list[dict[str, Any]]:
+        result = await self._request("GET", "/v1/workers")
+        return list(result["workers"])
+
+    async def remove_worker(self, worker: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request(
+            "DELETE", f"/v1/workers/{_worker(worker)}", timeout=None
+        )
         return result
 
     async def jobs(self) -> list[dict[str, Any]]:
@@ -140,7 +238,7 @@ class HiveClient:
         return list(result["jobs"])
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{job_id}")
+        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{_segment(job_id)}")
         return result
 
     async def cancel(self, job_id: str, *, wait: bool = False) -> dict[str, Any]:
@@ -149,29 +247,75 @@ class HiveClient:
         params = {"wait": "true"} if wait else {}
         timeout = None if wait else self._http.timeout
         result: dict[str, Any] = await self._request(
-            "DELETE", f"/v1/jobs/{job_id}", params=params, timeout=timeout
+            "DELETE", f"/v1/jobs/{_segment(job_id)}", params=params, timeout=timeout
         )
         return result
 
     @asynccontextmanager
-    async def stream(self, job_id: str, *, since: int = 0) -> AsyncIterator[AsyncIterator[Event]]:
-        """The job's events after ``since``, ending after the ``end`` event.
+    async def log(
+        self, job_id: str, *, stream: str = "stdout"
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The exact bytes the job wrote to ``stream`` so far, as they arrive."""
+        try:
+            async with self._http.stream(
+                "GET", f"/v1/jobs/{job_id}/log", params={"stream": stream}, timeout=None
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    self._json(response)
+                yield response.aiter_bytes()
+        except httpx.HTTPError as exc:
+            raise HiveUnreachable(
+                f"reading the log from {self.url} failed: {_reason(exc)}"
+            ) from None
+
+    @asynccontextmanager
+    async def stream(
+        self, job_id: str, *, since: int | str = 0, tail_lines: int | None = None
+    ) -> AsyncIterator[AsyncIterator[Frame]]:
+        """The job's events after ``since`` (a seq, or ``"latest"``), or from the
+        last ``tail_lines`` lines of stdout on; ending after the ``end`` event.
 
         Raises :class:`StreamInterrupted` if the connection is lost first.
         """
-        url = websocket_url(self.url, f"/v1/jobs/{job_id}/stream?since={since}")
+        if not self._compatible:
+            await self.health()
+        query = {"tail_lines": tail_lines} if tail_lines is not None else {"since": since}
+        url = websocket_url(self.url, f"/v1/jobs/{_segment(job_id)}/stream?{urlencode(query)}")
+        headers = [(b"user-agent", f"keeper/{__version__}".encode())]
+        if self._token is not None:
+            headers.append((b"authorization", f"Bearer {self._token}".encode()))
         try:
             async with open_websocket_url(
-                url, max_message_size=MAX_MESSAGE, receive_buffer_size=RECEIVE_BUFFER
+                url,
+                ssl_context=self._ssl if url.startswith("wss://") else None,
+                extra_headers=headers,
+                max_message_size=MAX_MESSAGE,
+                receive_buffer_size=RECEIVE_BUFFER,
             ) as ws:
                 yield _events(ws)
+        except ConnectionRejected as exc:
+            raise self._rejected(exc) from None
         except HandshakeError as exc:
             raise StreamInterrupted(f"websocket handshake with {self.url} failed: {exc}") from None
         except OSError as exc:
             raise StreamInterrupted(f"cannot reach the hive at {self.url}: {exc}") from None
 
+    def _rejected(self, exc: ConnectionRejected) -> HiveError:
+        """The HTTP answer that refused a websocket handshake, as an error."""
+        if exc.status_code == 401:
+            return self._unauthorized()
+        try:
+            body = json.loads(exc.body or b"")
+            message = str(body["message"])
+        except (ValueError, TypeError, KeyError):
+            message = f"the hive refused the stream (HTTP {exc.status_code})"
+        if exc.status_code == 404:
+            return NotFound(message, status=404)
+        return (Refused if exc.status_code < 500 else HiveError)(message, status=exc.status_code)
 
-async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
+
+async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
     while True:
         try:
             message = await ws.get_message()
@@ -192,8 +336,27 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Event]:
         await trio.lowlevel.checkpoint_if_cancelled()
 
 
+def _segment(value: str) -> str:
+    """``value`` as one path segment: a job id argument cannot reach another route."""
+    return quote(value, safe="")
+
+
+def _worker(name: str) -> str:
+    """A worker name for a URL path: checked here, because a name like "../x"
+    would otherwise change the path itself and get a meaningless 404."""
+    try:
+        return check_worker_name(name)
+    except InvalidWorkerName as exc:
+        raise Refused(str(exc)) from None
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """One line about ``exc``, from the first exception in its chain that says something
+    (httpx's ConnectError often says nothing itself; its cause, e.g. the TLS error, does)."""
+    cause: BaseException | None = exc
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    text = str(cause) if cause is not None else type(exc).__name__
     if "Connection refused" in text or "Errno 111" in text:
         return "connection refused (is `hive serve` running?)"
     return text.splitlines()[0]

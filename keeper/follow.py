@@ -9,15 +9,16 @@ left. Until then it keeps printing what the job and the hive say.
 from __future__ import annotations
 
 import signal
-import sys
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import trio
 
-from hive.protocol import ControlEvent, OutputChunk, ResumeCursor, Stream
+from hive.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
 
 from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
+from .console import Console, human_duration
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
 #: the teardown report after a Ctrl+C.
@@ -28,29 +29,8 @@ RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 RECONNECT_GIVE_UP = 60.0
 
-
-@dataclass
-class Console:
-    """Where things go: job stdout to stdout, everything else to stderr."""
-
-    stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
-    stderr: BinaryIO = field(default_factory=lambda: sys.stderr.buffer)
-    quiet: bool = False
-
-    def output(self, stream: Stream, data: bytes) -> None:
-        sink = self.stdout if stream == Stream.STDOUT else self.stderr
-        sink.write(data)
-        sink.flush()
-
-    def status(self, text: str) -> None:
-        if not self.quiet:
-            self.stderr.write(f"keeper: {text}\n".encode())
-            self.stderr.flush()
-
-    def hive(self, text: str) -> None:
-        if not self.quiet:
-            self.stderr.write(f"hive: {text}\n".encode())
-            self.stderr.flush()
+#: How often the live status line is redrawn (it shows the elapsed time).
+LIVE_REFRESH = 0.5
 
 
 @dataclass
@@ -92,6 +72,8 @@ class Follower:
         console: Console,
         *,
         since: int = 0,
+        tail_lines: int | None = None,
+        replay: bool = True,
         grace: float = 5.0,
     ) -> None:
         self.client = client
@@ -100,14 +82,26 @@ class Follower:
         self.cursor = ResumeCursor(since)
         self.grace = grace
         self._end: dict[str, Any] | None = None
+        # Until the hive told us where the stream starts, (re)connect asking for
+        # the tail or the live end; after that, resume from the cursor.
+        self._start: dict[str, Any] | None = None
+        if tail_lines is not None:
+            self._start = {"tail_lines": tail_lines}
+        elif not replay:
+            self._start = {"since": "latest"}
 
     async def run(self, *, cancel_on_interrupt: bool) -> FollowResult:
         result = FollowResult(end=None)
-        async with trio.open_nursery() as nursery:
-            if cancel_on_interrupt:
-                nursery.start_soon(self._handle_interrupts, result, nursery.cancel_scope)
-            await self._stream_until_end()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                if cancel_on_interrupt:
+                    nursery.start_soon(self._handle_interrupts, result, nursery.cancel_scope)
+                if self.console.live:
+                    nursery.start_soon(self._refresh_live_line)
+                await self._stream_until_end()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.console.close()
         result.end = self._end
         if self._end is None:
             return result  # exit code was set by the interrupt handler
@@ -122,16 +116,23 @@ class Follower:
         self._summarise(result)
         return result
 
+    async def _refresh_live_line(self) -> None:
+        while True:
+            self.console.tick()
+            await trio.sleep(LIVE_REFRESH)
+
     async def _stream_until_end(self) -> None:
         delay = RECONNECT_FIRST
         lost_at: float | None = None
         while self._end is None:
             try:
-                async with self.client.stream(self.job_id, since=self.cursor.since) as events:
+                query = self._start or {"since": self.cursor.since}
+                async with self.client.stream(self.job_id, **query) as events:
                     if lost_at is not None:
                         self.console.status(f"reconnected; resuming after seq {self.cursor.since}")
                         lost_at, delay = None, RECONNECT_FIRST
                     async for event in events:
+                        self._start = None
                         if self.cursor.accept(event):
                             self._show(event)
                         if self._end is not None:
@@ -147,10 +148,12 @@ class Follower:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
 
-    def _show(self, event: OutputChunk | ControlEvent) -> None:
+    def _show(self, event: Frame) -> None:
         if isinstance(event, OutputChunk):
             self.console.output(event.stream, event.data)
             return
+        if not isinstance(event, ControlEvent):
+            return  # a start frame only moves the cursor
         body = event.body
         if event.type == "message":
             self.console.hive(str(body.get("text", "")))
@@ -198,20 +201,34 @@ class Follower:
         scope.cancel()
 
     def _summarise(self, result: FollowResult) -> None:
+        """One final line: state, exit code, duration, and the teardown report
+        whenever something was killed."""
         end = result.end or {}
-        state = end.get("state")
-        if state == "succeeded":
-            self.console.status(f"job {self.job_id} succeeded")
-        elif state == "cancelled":
-            word = "cancelled" if result.interrupted else "was cancelled"
-            self.console.status(
-                f"{word}: job {self.job_id}; teardown: {describe_teardown(end.get('teardown'))}"
-            )
-        else:
-            self.console.status(f"job {self.job_id} failed: {end.get('error') or state}")
+        state = str(end.get("state"))
+        parts = [f"job {self.job_id} {state}"]
+        if end.get("exit_code") is not None:
+            parts.append(f"exit code {end['exit_code']}")
+        if (duration := _duration(end)) is not None:
+            parts.append(f"in {human_duration(duration)}")
+        if state in ("failed", "interrupted") and end.get("error"):
+            parts.append(str(end["error"]))
         teardown = end.get("teardown") or {}
+        if state == "cancelled" or teardown.get("sigterm") or teardown.get("sigkill"):
+            parts.append(f"teardown: {describe_teardown(end.get('teardown'))}")
+        prefix = "cancelled: " if state == "cancelled" and result.interrupted else ""
+        self.console.summary(prefix + "; ".join(parts), ok=state == "succeeded")
         if teardown.get("left"):
             self.console.status(
                 f"WARNING: {teardown['left']} process(es) of the job could not be killed: "
-                f"pids {teardown.get('left_pids')}"
+                f"pids {teardown.get('left_pids')}",
+                tone="bad",
             )
+
+
+def _duration(end: dict[str, Any]) -> float | None:
+    try:
+        started = datetime.fromisoformat(str(end["started_at"]).replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(str(end["ended_at"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return (ended - started).total_seconds()

@@ -29,7 +29,8 @@ done
 [[ -n $url ]] || { echo "demo: the hive did not start" >&2; exit 1; }
 
 echo "demo: hive at $url; building '$worker' — press Ctrl+C to cancel the build" >&2
-"$venv/bin/keeper" --hive "$url" download "$worker" --follow
+# The keeper finds the token of a local hive in $HIVE_STATE_DIR/token.
+HIVE_STATE_DIR="$state" "$venv/bin/keeper" --hive "$url" download "$worker" --follow
 rc=$?
 echo "demo: keeper exited with $rc" >&2
 exit "$rc"

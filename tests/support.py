@@ -3,13 +3,21 @@ check that no process of a job is left behind."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import io
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import tarfile
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +26,7 @@ import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_RECIPES = Path(__file__).resolve().parent / "recipes"
-READY = re.compile(r"ready on (http://\S+)")
+READY = re.compile(r"ready on (https?://\S+)")
 
 #: Generous bounds for a loaded 2-core CI machine; waits end on events, these
 #: only keep a broken test from hanging.
@@ -47,20 +55,50 @@ def job_processes(job_id: str) -> list[int]:
 
 @dataclass
 class Hive:
-    """A running `hive serve` subprocess."""
+    """A running `hive serve` subprocess, and how to talk to it: its token
+    (read from ``<state_dir>/token`` once it is ready) and, for a TLS hive, the
+    CA file to trust (set ``cacert``)."""
 
     process: trio.Process
     url: str
     state_dir: Path
     log_lines: list[str] = field(default_factory=list)
     exited: trio.Event = field(default_factory=trio.Event)
+    token: str = ""
+    cacert: Path | None = None
 
     @property
     def log(self) -> str:
         return "\n".join(self.log_lines)
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cacert)
+
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30)
+        """An HTTP client that sends the token."""
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=30, headers=self.auth_headers(), verify=self.ssl_context()
+        )
+
+    def ws_url(self, path: str) -> str:
+        return self.url.replace("https://", "wss://").replace("http://", "ws://") + path
+
+    def ws_headers(self) -> list[tuple[bytes, bytes]]:
+        """``extra_headers`` for ``open_websocket_url``: the token."""
+        return [(k.lower().encode(), v.encode()) for k, v in self.auth_headers().items()]
+
+    def keeper_env(self) -> dict[str, str]:
+        """The environment for a keeper talking to this hive (token, CA file)."""
+        env = {**os.environ, "HIVE_STATE_DIR": str(self.state_dir)}
+        env.pop("HIVE_TOKEN", None)
+        if self.token:
+            env["HIVE_TOKEN"] = self.token
+        if self.cacert is not None:
+            env["HIVE_CACERT"] = str(self.cacert)
+        return env
 
     async def job_ids(self) -> list[str]:
         async with self.client() as client:
@@ -95,11 +133,14 @@ async def _pump_lines(
 async def running_hive(
     state_dir: Path,
     *,
-    catalog: Path = TEST_RECIPES,
+    catalog: Path | str = TEST_RECIPES,
     grace: float = 1.0,
     extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Hive]:
-    """Start `hive serve` on a free port; stop it and check for leftovers after."""
+    """Start `hive serve` on a free port; stop it and check for leftovers after.
+
+    ``env`` is added to the hive's environment."""
     argv = [
         sys.executable,
         "-m",
@@ -116,7 +157,11 @@ async def running_hive(
         *extra,
     ]
     process = await trio.lowlevel.open_process(
-        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT
+        argv,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     lines: list[str] = []
     ready = trio.Event()
@@ -129,6 +174,7 @@ async def running_hive(
                 await ready.wait()
             assert found, "hive exited before it was ready:\n" + "\n".join(lines)
             hive = Hive(process, found[0], state_dir, lines)
+            hive.token = (state_dir / "token").read_text().strip()
             ids: list[str] = []
             try:
                 yield hive
@@ -153,15 +199,28 @@ class KeeperRun:
     stderr: str
 
 
-async def keeper(hive: Hive, *args: str, timeout: float = 60.0) -> KeeperRun:
-    """Run `keeper --hive URL ARGS...` to completion."""
+async def keeper(
+    hive: Hive, *args: str, timeout: float = 60.0, env: Mapping[str, str] | None = None
+) -> KeeperRun:
+    """Run `keeper --hive URL ARGS...` to completion, with the hive's token
+    (or in ``env`` instead of :meth:`Hive.keeper_env`)."""
+    return await keeper_at(
+        hive.url, *args, timeout=timeout, env=hive.keeper_env() if env is None else env
+    )
+
+
+async def keeper_at(
+    url: str, *args: str, env: Mapping[str, str], timeout: float = 60.0
+) -> KeeperRun:
+    """Run `keeper --hive URL ARGS...` in ``env`` to completion."""
     with trio.fail_after(timeout):
         done = await trio.run_process(
-            [sys.executable, "-m", "keeper", "--hive", hive.url, *args],
+            [sys.executable, "-m", "keeper", "--hive", url, *args],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
             cwd=ROOT,
+            env=env,
         )
     return KeeperRun(done.returncode, done.stdout, done.stderr.decode(errors="replace"))
 
@@ -200,6 +259,7 @@ async def keeper_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
+        env=hive.keeper_env(),
     )
     out, err = LineWatcher(), LineWatcher()
     try:
@@ -214,3 +274,87 @@ async def keeper_process(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# ------------------------------------------------------------ recipes, sources
+
+
+def recipe(directory: Path, body: str, files: dict[str, bytes] | None = None) -> Path:
+    """Write a recipe: PKGBUILD (dedented) plus local files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in (files or {}).items():
+        (directory / name).write_bytes(content)
+    (directory / "PKGBUILD").write_text(textwrap.dedent(body))
+    return directory
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tarball(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz holding ``files`` (name -> content)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (random port) from a thread; yields
+    the base URL. The hive under test is another process, so a plain blocking
+    server in a thread is the simplest real server."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def make_upstream_repo(repo: Path) -> str:
+    """A git repo: VERSION=1 tagged v1, then VERSION=2 on main and 3 on 'next'.
+    Returns the first commit."""
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "VERSION").write_text("1\n")
+    git(repo, "add", "VERSION")
+    git(repo, "commit", "-q", "-m", "one")
+    git(repo, "tag", "v1")
+    first = git(repo, "rev-parse", "HEAD")
+    (repo / "VERSION").write_text("2\n")
+    git(repo, "commit", "-q", "-am", "two")
+    git(repo, "checkout", "-q", "-b", "next")
+    (repo / "VERSION").write_text("3\n")
+    git(repo, "commit", "-q", "-am", "three")
+    git(repo, "checkout", "-q", "main")
+    return first

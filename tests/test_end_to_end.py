@@ -32,10 +32,10 @@ async def wait_for_processes(job_id: str, at_least: int, timeout: float = 20.0) 
 
 
 async def ws_events(hive: Hive, job_id: str, since: int = 0) -> list[OutputChunk | ControlEvent]:
-    url = hive.url.replace("http://", "ws://") + f"/v1/jobs/{job_id}/stream?since={since}"
+    url = hive.ws_url(f"/v1/jobs/{job_id}/stream?since={since}")
     events: list[OutputChunk | ControlEvent] = []
     with trio.fail_after(30):
-        async with open_websocket_url(url) as ws:
+        async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
             while True:
                 event = decode_frame(await ws.get_message())
                 events.append(event)
@@ -65,7 +65,9 @@ async def test_ctrl_c_tears_down_the_whole_tree_before_keeper_says_cancelled(hiv
     stderr = err.data.decode()
     assert "cancelling job" in stderr
     assert "sent SIGTERM" in stderr and "sent SIGKILL" in stderr  # the trap "" TERM child
-    assert re.search(r"cancelled: job \w+; teardown: \d+ process\(es\) found.*0 left", stderr)
+    assert re.search(
+        r"cancelled: job \w+ cancelled; .*teardown: \d+ process\(es\) found.*0 left", stderr
+    )
     assert len(before) >= 8
     async with hive.client() as client:
         assert (await client.get("/v1/health")).json()["status"] == "ok"
@@ -89,7 +91,7 @@ async def test_failure_passes_the_exit_code_and_separates_streams(hive: Hive) ->
     assert result.returncode == 3, result.stderr
     assert b"to stdout" in result.stdout and b"to stderr" not in result.stdout
     assert "to stderr" in result.stderr
-    assert "failed: exited with code 3" in result.stderr
+    assert re.search(r"job \w+ failed; exit code 3; in [\d.]+ s; exited with code 3", result.stderr)
     assert not (hive.state_dir / "workers" / "fails").exists()
 
 
@@ -155,7 +157,7 @@ async def test_hive_shutdown_tears_down_running_jobs(tmp_path: Path) -> None:
                 await process.wait()
         # The follower got its end event before the hive went away.
         assert process.returncode == 3, err.data.decode()
-        assert "was cancelled" in err.data.decode()
+        assert f"job {job_id} cancelled; exit code" in err.data.decode()
         assert "cancel requested by hive shutdown" in hive.log
 
 

@@ -7,27 +7,22 @@ which is killed afterwards so that no test can leave a process behind.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import http.server
 import io
 import os
 import re
 import shutil
 import signal
 import subprocess
-import tarfile
-import textwrap
-import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from hive import proctree
+
+from .support import recipe, sha256, tarball
 
 ROOT = Path(__file__).resolve().parent.parent
 MAKEPKG = ROOT / "hive" / "makepkg.sh"
@@ -96,19 +91,6 @@ def makepkg(recipe_dir: Path, build_dir: Path, timeout: float = RUN_TIMEOUT, **e
     return Run(process.returncode, stdout, stderr, build_dir)
 
 
-def recipe(directory: Path, body: str, files: dict[str, bytes] | None = None) -> Path:
-    """Write a recipe: PKGBUILD (dedented) plus local files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, content in (files or {}).items():
-        (directory / name).write_bytes(content)
-    (directory / "PKGBUILD").write_text(textwrap.dedent(body))
-    return directory
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def snapshot(directory: Path) -> dict[str, tuple[int, str]]:
     """Mode and content hash of every file: to prove a recipe is untouched."""
     return {
@@ -151,7 +133,7 @@ def test_skip_check(tmp_path: Path) -> None:
     assert "Starting check()" not in run.stages
 
 
-def test_prebuilt_extracts_bundled_tarball(tmp_path: Path) -> None:
+def test_prebuilt_extracts_bundledtarball(tmp_path: Path) -> None:
     run = makepkg(BUNDLED / "prebuilt", tmp_path / "build")
     assert run.returncode == 0, run.stderr
     assert "Starting build()" not in run.stages
@@ -404,17 +386,6 @@ def test_checksum_mismatch_fails_before_build(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def _tarball(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def _zip(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -424,9 +395,9 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 def test_archives_are_extracted_unless_noextract(tmp_path: Path) -> None:
-    tgz = _tarball({"proj-1/README": b"from tar\n"})
+    tgz = tarball({"proj-1/README": b"from tar\n"})
     zipped = _zip({"zipped/NOTES": b"from zip\n"})
-    kept = _tarball({"kept/FILE": b"never extracted\n"})
+    kept = tarball({"kept/FILE": b"never extracted\n"})
     recipe_dir = recipe(
         tmp_path / "recipe",
         f"""\
@@ -477,31 +448,9 @@ def test_file_url_and_rename(tmp_path: Path) -> None:
     assert (run.pkgdir / "fileurl" / "renamed.txt").read_bytes() == b"local"
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A directory served over HTTP on 127.0.0.1 (random port) by a thread."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_http_source(tmp_path: Path, http_root: tuple[Path, str]) -> None:
     root, base = http_root
-    tgz = _tarball({"web-2/VERSION": b"2\n"})
+    tgz = tarball({"web-2/VERSION": b"2\n"})
     (root / "web-2.tar.gz").write_bytes(tgz)
     (root / "notes.txt").write_bytes(b"downloaded")
     recipe_dir = recipe(
@@ -578,41 +527,6 @@ def test_http_source_without_curl(tmp_path: Path, http_root: tuple[Path, str]) -
         "python download: HTTP Error 404: File not found\n"
         f"==> ERROR: failed to download {base}/absent.txt\n"
     )
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.invalid",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-    )
-    return result.stdout.strip()
-
-
-@pytest.fixture
-def upstream_repo(tmp_path: Path) -> tuple[Path, str]:
-    """A git repo: VERSION=1 tagged v1, then VERSION=2 on main and 3 on 'next'."""
-    repo = tmp_path / "upstream.git"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    (repo / "VERSION").write_text("1\n")
-    _git(repo, "add", "VERSION")
-    _git(repo, "commit", "-q", "-m", "one")
-    _git(repo, "tag", "v1")
-    first = _git(repo, "rev-parse", "HEAD")
-    (repo / "VERSION").write_text("2\n")
-    _git(repo, "commit", "-q", "-am", "two")
-    _git(repo, "checkout", "-q", "-b", "next")
-    (repo / "VERSION").write_text("3\n")
-    _git(repo, "commit", "-q", "-am", "three")
-    _git(repo, "checkout", "-q", "main")
-    return repo, first
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, NoReturn
 
-from quart import Response, jsonify
+from quart import Response, has_websocket_context, jsonify, request, websocket
+
+log = logging.getLogger("hive.api")
+
+#: Messages may quote what the client sent; this keeps them one short line.
+MAX_MESSAGE = 300
 
 
 class ApiError(Exception):
@@ -19,7 +25,36 @@ def fail(status: int, code: str, message: str, **extra: Any) -> NoReturn:
     raise ApiError(status, code, message, **extra)
 
 
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with control characters escaped, cut to ``limit`` characters."""
+    clean = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
 def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
-    response = jsonify({"error": code, "message": message, **extra})
+    response = jsonify({"error": code, "message": one_line(message), **extra})
     response.status_code = status
+    return response
+
+
+def log_refusal(status: int, code: str, message: str) -> None:
+    """One log line for a refused request or websocket, whatever refused it."""
+    current = websocket if has_websocket_context() else request
+    log.info(
+        "%s %s from %s -> %d %s: %s",
+        "WEBSOCKET" if has_websocket_context() else request.method,
+        one_line(current.path, 200),
+        current.remote_addr,
+        status,
+        code,
+        one_line(message),
+    )
+
+
+def refusal(status: int, code: str, message: str, **extra: Any) -> Response:
+    """The error response for a refused request, logged once."""
+    log_refusal(status, code, message)
+    response = error_response(status, code, message, **extra)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
     return response

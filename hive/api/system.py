@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, jsonify
 
 from .. import __version__
+from ..protocol import API_VERSION
 from .context import services
 
 blueprint = Blueprint("system", __name__)
@@ -18,6 +19,7 @@ async def health() -> Response:
         {
             "status": "ok",
             "version": __version__,
+            "api": API_VERSION,
             "grace": hive.engine.grace,
             "teardown_layers": hive.layers,
             "jobs": {"total": len(jobs), "active": sum(not job.state.final for job in jobs)},

@@ -152,8 +152,8 @@ async function jobView(jobId) {
 async function catalogView() {
   const { workers } = await api("GET", "/v1/catalog");
   const rows = workers.map((w) => {
-    const broken = w.broken ? el("span", { class: "error" }, `broken: ${w.reason || w.error || ""}`) : null;
-    const missing = (w.missing || w.missing_dependencies || []);
+    const broken = w.broken ? el("span", { class: "error" }, `broken: ${w.reason || ""}`) : null;
+    const missing = w.missing || [];
     const install = el("button", {
       "data-install": w.name,
       disabled: w.broken ? "disabled" : null,
@@ -172,7 +172,7 @@ async function catalogView() {
     return el("tr", {},
       el("td", {}, el("strong", {}, w.name), el("div", { class: "muted" }, w.description || ""), broken,
         missing.length ? el("div", { class: "error" }, `missing: ${missing.join(", ")}`) : null),
-      el("td", { class: "mono" }, w.version || ""),
+      el("td", { class: "mono" }, w.full_version || w.version || ""),
       el("td", { class: "hide-narrow mono" }, installed),
       el("td", {}, install));
   });

@@ -1,0 +1,112 @@
+"""HTTP/1.1 and websocket handshakes written by hand, for requests that normal
+clients refuse to send (a foreign Host, raw bytes in the path, a half request)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+#: Every probe finishes within this; a hive that does not answer fails the test.
+PROBE_TIMEOUT = 15.0
+
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+def address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname and parts.port
+    return parts.hostname, parts.port
+
+
+async def connect(
+    url: str, ssl_context: ssl.SSLContext | None = None
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    host, port = address(url)
+    stream = await trio.open_tcp_stream(host, port)
+    if url.startswith("https://"):
+        assert ssl_context is not None
+        return trio.SSLStream(stream, ssl_context, server_hostname=host)
+    return stream
+
+
+async def probe(
+    url: str,
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    *,
+    host: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One request on a fresh connection. ``method`` WEBSOCKET sends an upgrade
+    handshake; its answer is 101 (accepted, then closed by us) or an HTTP error."""
+    host = host if host is not None else "{}:{}".format(*address(url))
+    lines = [f"{'GET' if method == 'WEBSOCKET' else method} {target} HTTP/1.1", f"Host: {host}"]
+    if method == "WEBSOCKET":
+        lines += [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {WS_KEY}",
+            "Sec-WebSocket-Version: 13",
+        ]
+    else:
+        lines += ["Connection: close", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with trio.fail_after(PROBE_TIMEOUT):
+        stream = await connect(url, ssl_context)
+        async with stream:
+            await stream.send_all(request)
+            return await read_answer(stream)
+
+
+async def read_answer(stream: trio.abc.ReceiveStream) -> Answer:
+    """Read one response: the head, then Content-Length bytes (or up to EOF)."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise ConnectionError(f"connection closed before a full response: {data!r}")
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split()[1])
+        if not 100 <= status < 200 or status == 101:
+            break  # a "100 Continue" is followed by the real answer
+    rest = data
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if status == 101:
+        return Answer(status, headers, b"")
+    length = int(headers.get("content-length", "-1"))
+    while length < 0 or len(rest) < length:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            break
+        if not chunk:
+            break
+        rest += chunk
+    return Answer(status, headers, rest if length < 0 else rest[:length])

@@ -1,0 +1,208 @@
+"""The job log on its own: a real file, real trio, no hive."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from hive.joblog import BATCH_BYTES, TAIL_BYTES, JobLog, LogEntry, LogUnavailable, OutputEntry
+from hive.logfile import MAGIC, MAX_RECORD, RECORD, scan_log, settle_log
+from hive.protocol import ControlEvent, Stream
+
+MiB = 1024 * 1024
+
+
+def stdout_of(entries: list[LogEntry]) -> bytes:
+    return b"".join(
+        e.data for e in entries if isinstance(e, OutputEntry) and e.stream == Stream.STDOUT
+    )
+
+
+async def read_all(job_log: JobLog, since: int = 0) -> list[LogEntry]:
+    entries: list[LogEntry] = []
+    async for batch in job_log.follow(since):
+        entries.extend(batch)
+    return entries
+
+
+async def collect(job_log: JobLog, stream: Stream) -> bytes:
+    return b"".join([chunk async for chunk in job_log.output(stream)])
+
+
+def check_seqs(entries: list[LogEntry], first: int = 1) -> None:
+    assert [e.seq for e in entries] == list(range(first, first + len(entries)))
+
+
+async def test_entries_roundtrip_through_memory_and_disk(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    job_log.append_control({"type": "state", "state": "running"})
+    job_log.append_output(Stream.STDOUT, b"hello\n")
+    job_log.append_output(Stream.STDERR, b"\xff\xfe not utf-8\n")
+    job_log.append_output(Stream.STDOUT, b"world\n")
+    job_log.append_control({"type": "end", "state": "succeeded"})
+    job_log.close()
+    live = await read_all(job_log)
+    check_seqs(live)
+    assert stdout_of(live) == b"hello\nworld\n"
+    assert await collect(job_log, Stream.STDERR) == b"\xff\xfe not utf-8\n"
+    # The same entries, read back by a log that knows only the file.
+    again = JobLog.existing(job_log.path, last_seq=0)
+    assert await read_all(again) == live
+    assert again.last_seq == 5
+    assert again.bytes_written(Stream.STDOUT) == 12
+    scan = scan_log(job_log.path)
+    assert scan.last_control == {"type": "end", "state": "succeeded"}
+
+
+async def test_follower_far_behind_reads_from_disk_in_bounded_batches(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    chunks = [bytes([65 + i % 26]) * (MiB - i) for i in range(20)]  # 20 MiB, far beyond the tail
+    for chunk in chunks:
+        job_log.append_output(Stream.STDOUT, chunk)
+    # Only the tail is in memory; the rest is on disk.
+    assert job_log._tail_cost <= TAIL_BYTES + MiB
+    batches: list[list[LogEntry]] = []
+    async with trio.open_nursery() as nursery:
+
+        async def follow() -> None:
+            async for batch in job_log.follow(0):
+                batches.append(batch)
+
+        nursery.start_soon(follow)
+        await trio.testing.wait_all_tasks_blocked()
+        job_log.append_output(Stream.STDOUT, b"live\n")  # arrives while following
+        job_log.append_control({"type": "end"})
+        job_log.close()
+    entries = [e for batch in batches for e in batch]
+    check_seqs(entries)
+    assert stdout_of(entries) == b"".join(chunks) + b"live\n"
+    for batch in batches:  # a batch stops once it holds BATCH_BYTES: one entry may overshoot
+        assert sum(len(e.data) for e in batch[:-1] if isinstance(e, OutputEntry)) < BATCH_BYTES
+
+
+async def test_memory_stays_bounded_however_much_is_written(tmp_path: Path) -> None:
+    tracemalloc.start()
+    try:
+        job_log = JobLog(tmp_path / "a.log")
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(64):
+            job_log.append_output(Stream.STDOUT, b"y" * MiB)  # a new object each time
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert job_log.path.stat().st_size > 64 * MiB
+    assert held < TAIL_BYTES + 2 * MiB
+
+
+async def test_resume_from_any_seq_gives_exactly_the_rest(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    for i in range(3000):
+        job_log.append_output(Stream(1 + i % 2), f"line {i}\n".encode() * (1 + i % 50))
+    job_log.append_control({"type": "end"})
+    job_log.close()
+    everything = await read_all(job_log)
+    for since in (0, 1, 777, 1500, 2999, 3000):
+        rest = await read_all(job_log, since)
+        assert rest == everything[since:]
+    assert await read_all(job_log, 3001) == []
+
+
+async def test_big_chunks_are_split_and_output_streams_in_pieces(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    data = os.urandom(MAX_RECORD * 3 + 5)
+    job_log.append_output(Stream.STDOUT, data)
+    assert job_log.last_seq == 4
+    pieces = [chunk async for chunk in job_log.output(Stream.STDOUT)]
+    assert b"".join(pieces) == data
+    assert max(len(p) for p in pieces) <= MAX_RECORD
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines", "expected"),
+    [
+        ([b"a\nb\nc\n"], 2, b"b\nc\n"),
+        ([b"a\nb\nc"], 2, b"b\nc"),  # a last line without newline counts
+        ([b"a\n", b"b\n", b"c\n"], 2, b"b\nc\n"),  # the cut falls between records
+        ([b"a\nb", b"b", b"b\nc\n"], 2, b"bbb\nc\n"),  # a line across records
+        ([b"a\nb\n"], 5, b"a\nb\n"),  # fewer lines than asked
+        ([b"x" * 300_000, b"y" * 300_000, b"\nz\n"], 1, b"z\n"),
+        ([b"x" * 300_000, b"y" * 300_000, b"\nz\n"], 2, b"x" * 300_000 + b"y" * 300_000 + b"\nz\n"),
+    ],
+)
+async def test_tail_start(tmp_path: Path, chunks: list[bytes], lines: int, expected: bytes) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    job_log.append_control({"type": "state", "state": "running"})
+    for chunk in chunks:
+        job_log.append_output(Stream.STDOUT, chunk)
+        job_log.append_output(Stream.STDERR, b"noise\n")
+    since, skip = await job_log.tail_start(lines)
+    rest = (await job_log.read_after(since, max_bytes=10 * MiB))[:]
+    if skip:
+        first = rest[0]
+        assert isinstance(first, OutputEntry) and 0 < skip < len(first.data)
+        rest[0] = OutputEntry(first.seq, first.stream, first.data[skip:])
+    assert stdout_of(rest) == expected
+
+
+async def test_latest_skips_all_but_the_end(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    job_log.append_output(Stream.STDOUT, b"old\n")
+    assert await job_log.latest() == 1
+    assert await job_log.tail_start(0) == (1, 0)
+    job_log.append_control({"type": "end"})
+    assert await job_log.latest() == 1  # a late follower still gets the end event
+    job_log.close()
+    assert await job_log.latest() == 1
+    assert [e.seq for e in await read_all(job_log, await job_log.latest())] == [2]
+
+
+async def test_a_write_error_fails_once_and_keeps_control_events(tmp_path: Path) -> None:
+    failures: list[OSError] = []
+    job_log = JobLog(Path("/dev/full"), on_failure=failures.append)  # every write: ENOSPC
+    job_log.append_output(Stream.STDOUT, b"lost\n")
+    job_log.append_output(Stream.STDOUT, b"dropped\n")  # after the failure: dropped
+    job_log.append_control({"type": "end", "state": "failed"})
+    job_log.close()
+    assert len(failures) == 1 and "No space left" in str(failures[0])
+    entries = await read_all(job_log)
+    check_seqs(entries)
+    assert isinstance(entries[-1], ControlEvent) and entries[-1].type == "end"
+
+
+async def test_on_failure_may_append(tmp_path: Path) -> None:
+    """The job reacts to a failure by appending its own events: seqs stay whole."""
+    job_log = JobLog(Path("/dev/full"))
+    job_log.on_failure = lambda exc: job_log.append_control({"type": "message", "text": str(exc)})
+    job_log.append_output(Stream.STDOUT, b"x")
+    job_log.close()
+    entries = await read_all(job_log)
+    check_seqs(entries)
+    assert [type(e) for e in entries] == [OutputEntry, ControlEvent]
+
+
+async def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    job_log = JobLog(tmp_path / "a.log")
+    for _ in range(8):
+        job_log.append_output(Stream.STDOUT, b"x" * MiB)
+    job_log.close()
+    job_log.path.unlink()  # e.g. removed by retention under a late follower
+    with pytest.raises(LogUnavailable, match="cannot read job log"):
+        await read_all(job_log)
+
+
+def test_settle_cuts_a_torn_record_and_appends_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    payload = b"complete\n"
+    with path.open("wb") as f:
+        f.write(MAGIC + RECORD.pack(1, 1, len(payload)) + payload)
+        f.write(RECORD.pack(1, 2, 1000) + b"torn")  # the hive died mid-write
+    end = {"type": "end", "state": "interrupted"}
+    scan = settle_log(path, end, [{"type": "state", "state": "interrupted"}])
+    assert scan.last_seq == 3 and scan.last_control == end
+    assert scan.size == scan.file_size == path.stat().st_size
+    assert settle_log(path, end, []).last_seq == 3  # idempotent
