@@ -33,7 +33,7 @@ RECIPES = ROOT / "bench" / "recipes"
 BUNDLED_RECIPES = ROOT / "hive" / "recipes"
 MAKEPKG = ROOT / "hive" / "makepkg.sh"
 PYTHON = sys.executable
-READY = re.compile(r"ready on (http://\S+)")
+READY = re.compile(r"ready on (https?://\S+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: Bounds that only keep a broken run from hanging; waits end on events.
@@ -131,6 +131,13 @@ class Context:
     def scratch(self, prefix: str) -> Path:
         """A fresh empty directory (removed with the whole run's tmp)."""
         return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.tmp))
+
+    @property
+    def catalog(self) -> Path:
+        """A catalog for recipes a benchmark writes itself."""
+        path = self.tmp / "catalog"
+        path.mkdir(exist_ok=True)
+        return path
 
 
 async def in_turn(round_: int, *steps: Callable[[], Awaitable[None]]) -> None:
@@ -297,10 +304,11 @@ def shell_pipe_to_null(argv: Sequence[str]) -> list[str]:
 
 @dataclass
 class Hive:
-    """A running ``hive serve`` subprocess."""
+    """A running ``hive serve`` subprocess, and its access token."""
 
     process: trio.Process
     url: str
+    token: str
     ready_seconds: float
     log_lines: list[str] = field(default_factory=list)
 
@@ -309,10 +317,10 @@ class Hive:
         return self.process.pid
 
     def client(self, timeout: float = 60.0) -> HiveClient:
-        return HiveClient(self.url, timeout=timeout)
+        return HiveClient(self.url, token=self.token, timeout=timeout)
 
     def keeper(self, *args: str) -> list[str]:
-        return [PYTHON, "-m", "keeper", "--hive", self.url, *args]
+        return [PYTHON, "-m", "keeper", "--hive", self.url, "--token", self.token, *args]
 
 
 async def _pump_log(
@@ -379,7 +387,8 @@ async def running_hive(
                     waiter.cancel_scope.cancel()
             if not urls:
                 raise RuntimeError("hive exited before it was ready:\n" + "\n".join(lines[-20:]))
-            yield Hive(process, urls[0], ready_at[0] - started, lines)
+            token = (state_dir / "token").read_text().strip()
+            yield Hive(process, urls[0], token, ready_at[0] - started, lines)
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(STOP_TIMEOUT):
                 await process.wait()

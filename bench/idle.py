@@ -45,7 +45,7 @@ async def idle_cost(ctx: Context) -> list[Figure]:
     floor_wake: list[float] = []
     async with running_hive(ctx.scratch("state")) as hive, hive.client() as client:
         for _ in range(FINISHED_JOBS):
-            job = await client.submit("noop")
+            job = await client.submit("noop", force=True)
             await wait_job_ended(hive, job["id"])
         sleeper = await trio.lowlevel.open_process(
             [PYTHON, "-c", "import trio; trio.run(trio.sleep_forever)"]
