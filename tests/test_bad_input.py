@@ -27,6 +27,7 @@ from hive.api.errors import MAX_MESSAGE
 from .api_table import SAMPLE_JOB_ID, operations
 from .rawhttp import Answer, address, probe, read_answer
 from .support import Hive, keeper, running_hive
+from .teardown.tools import hive_cgroup
 
 JOBS = "/v1/jobs"
 JOB = f"/v1/jobs/{SAMPLE_JOB_ID}"
@@ -455,6 +456,8 @@ async def test_followers_that_stop_reading_do_not_keep_the_hive_alive(tmp_path: 
                 assert (await client.get("/v1/health")).status_code == 200  # others are served
             assert await hive.stop(signal.SIGTERM) == 0
             assert "did not close" in hive.log
+            cgroup = hive_cgroup(hive)  # removed although the hive left with os._exit
+            assert cgroup is None or not cgroup.exists(), cgroup
         finally:
             for stream in streams:
                 await stream.aclose()
