@@ -106,11 +106,21 @@ def parse_stat(text: str) -> ProcStat:
 
 
 def read_stat(pid: int) -> ProcStat | None:
+    # os.open/os.read rather than open(): a text-mode file object costs as much
+    # again as the kernel's own work, and teardown reads every process on the
+    # machine several times while the caller waits for the job's end event.
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return parse_stat(f.read())
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError):
         return None
+    try:
+        data = os.read(fd, 4096)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+    # The command name is whatever the process chose: any bytes, not always UTF-8.
+    return parse_stat(data.decode(errors="replace"))
 
 
 def snapshot() -> dict[int, ProcStat]:
