@@ -232,7 +232,7 @@ async def _serve(
 
     async with engine.running(), trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
-        nursery.start_soon(_force_exit, jobs_down)
+        nursery.start_soon(_force_exit, jobs_down, containment)
 
         async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
             await hypercorn_serve(
@@ -261,7 +261,7 @@ async def _stop_on_signal(stop: trio.Event) -> None:
             stop.set()
 
 
-async def _force_exit(jobs_down: trio.Event) -> None:
+async def _force_exit(jobs_down: trio.Event, containment: Containment) -> None:
     """Exit even if hypercorn cannot close a connection.
 
     hypercorn writes to a socket in a shielded scope with no timeout, so a
@@ -269,11 +269,14 @@ async def _force_exit(jobs_down: trio.Event) -> None:
     write, and with it hypercorn's shutdown, forever. Every job is torn down by
     the time ``jobs_down`` is set; if the server has not stopped well after its
     graceful timeout, nothing is left to lose by leaving. Cancelled (with the
-    server's nursery) on a normal shutdown.
+    server's nursery) on a normal shutdown. ``os._exit`` skips every
+    ``finally``, so the hive's (now empty) cgroup is removed here.
     """
     await jobs_down.wait()
     await trio.sleep(GRACEFUL_TIMEOUT + STUCK_CONNECTION_MARGIN)
     log.warning("a client connection did not close (a client that stopped reading?); exiting")
+    if containment.cgroups is not None:
+        containment.cgroups.remove()
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(0)

@@ -21,6 +21,7 @@ from .support import ROOT, TEST_RECIPES
 
 SPEC_PATH = ROOT / "docs" / "openapi.yaml"
 SAMPLE_JOB_ID = "0123456789ab"
+SAMPLE_NAME = "chatty"  # a worker of tests/recipes
 METHODS = ("get", "post", "put", "patch", "delete")
 
 
@@ -35,8 +36,8 @@ class Operation:
     def websocket(self) -> bool:
         return self.method == "WEBSOCKET"
 
-    def path(self, job_id: str = SAMPLE_JOB_ID) -> str:
-        return self.template.replace("{job_id}", job_id)
+    def path(self, job_id: str = SAMPLE_JOB_ID, name: str = SAMPLE_NAME) -> str:
+        return self.template.replace("{job_id}", job_id).replace("{name}", name)
 
     def __str__(self) -> str:
         return f"{self.method} {self.template}"
@@ -70,8 +71,9 @@ def operations() -> list[Operation]:
 
 def app_operations(state_dir: Path) -> list[Operation]:
     """The routes of a real app, in the same shape (no server needed)."""
+    engine = JobEngine(state_dir, grace=1)
     services = Services(
-        engine=JobEngine(grace=1), installer=Installer(Catalog(TEST_RECIPES), state_dir)
+        engine=engine, installer=Installer(Catalog(TEST_RECIPES), state_dir, engine)
     )
     app = create_app(services, access=Access.build("not-the-token"))
     result = []

@@ -27,10 +27,19 @@ from hive.api.errors import MAX_MESSAGE
 from .api_table import SAMPLE_JOB_ID, operations
 from .rawhttp import Answer, address, probe, read_answer
 from .support import Hive, keeper, running_hive
+from .teardown.tools import hive_cgroup
 
 JOBS = "/v1/jobs"
 JOB = f"/v1/jobs/{SAMPLE_JOB_ID}"
 STREAM = f"/v1/jobs/{SAMPLE_JOB_ID}/stream"
+LOG = f"/v1/jobs/{SAMPLE_JOB_ID}/log"
+CATALOG = "/v1/catalog"
+REFRESH = "/v1/catalog/refresh"
+WORKERS = "/v1/workers"
+EVENTS = "/v1/events"
+
+#: Worker names that must never become paths (nor reach a shell), as URL path segments.
+BAD_NAME_SEGMENTS = ("..", "CHATTY", ".hidden", "-rf", "ch%20atty", "chatty%0a", "%00", "a" * 128)
 
 
 def submit(body: object) -> bytes:
@@ -60,6 +69,7 @@ class Case:
 def cases() -> list[Case]:
     health, session = "/v1/health", "/v1/session"
     stream_t, job_t = "/v1/jobs/{job_id}/stream", "/v1/jobs/{job_id}"
+    log_t, entry_t, worker_t = "/v1/jobs/{job_id}/log", "/v1/catalog/{name}", "/v1/workers/{name}"
     table = [
         # GET /v1/health
         Case(health, "GET", "/v1/health?verbose=1", 400, "bad_query"),
@@ -130,6 +140,13 @@ def cases() -> list[Case]:
         Case(JOBS, "POST", JOBS, 404, "unknown_worker", worker("no-such-worker")),
         Case(JOBS, "POST", JOBS, 413, "request_entity_too_large", b" " * (MAX_BODY + 1)),
         Case(JOBS, "POST", JOBS + "?wait=true", 400, "bad_query", worker("chatty")),
+        # POST /v1/jobs: the install flags are booleans
+        *[
+            Case(JOBS, "POST", JOBS, 400, "bad_request", submit({**install, flag: value}))
+            for install in [{"operation": "worker_download", "worker": "chatty"}]
+            for flag in ("force", "skip_check")
+            for value in ("true", 1, None, [True])
+        ],
         # GET /v1/jobs/{job_id}
         *[
             Case(job_t, "GET", f"/v1/jobs/{job_id}", 400, "bad_job_id")
@@ -159,10 +176,61 @@ def cases() -> list[Case]:
         ],
         Case(job_t, "DELETE", f"{JOB}?wait=true&wait=false", 400, "bad_query"),
         Case(job_t, "DELETE", f"{JOB}?force=1", 400, "bad_query"),
+        # GET /v1/jobs/{job_id}/log
+        Case(log_t, "GET", "/v1/jobs/nope/log", 400, "bad_job_id"),
+        Case(log_t, "GET", LOG, 404, "unknown_job"),
+        *[
+            Case(log_t, "GET", f"{LOG}?stream={value}", 400, "bad_request")
+            for value in ("both", "STDOUT", "", "%00", "stdout%0a")
+        ],
+        Case(log_t, "GET", f"{LOG}?stream=stdout&stream=stderr", 400, "bad_query"),
+        Case(log_t, "GET", f"{LOG}?since=0", 400, "bad_query"),
+        Case(log_t, "DELETE", LOG, 405, "method_not_allowed"),
         # the stream, refused at the handshake
         Case(stream_t, "WEBSOCKET", STREAM + "?x=1", 400, "bad_query"),
         Case(stream_t, "WEBSOCKET", STREAM + "?since=1&since=2", 400, "bad_query"),
+        Case(stream_t, "WEBSOCKET", STREAM + "?tail_lines=1&tail_lines=2", 400, "bad_query"),
         Case(stream_t, "GET", STREAM, 400, "bad_request"),  # not a websocket handshake
+        # the job list's websocket
+        Case(EVENTS, "WEBSOCKET", EVENTS + "?since=0", 400, "bad_query"),
+        Case(EVENTS, "GET", EVENTS, 400, "bad_request"),  # not a websocket handshake
+        # GET /v1/catalog
+        Case(CATALOG, "GET", CATALOG + "?all=1", 400, "bad_query"),
+        Case(CATALOG, "POST", CATALOG, 405, "method_not_allowed"),
+        # GET /v1/catalog/{name}
+        *[
+            Case(entry_t, "GET", f"{CATALOG}/{name}", 400, "bad_worker_name")
+            for name in BAD_NAME_SEGMENTS
+        ],
+        Case(entry_t, "GET", f"{CATALOG}/..%2F..%2Fetc", 404, "not_found"),
+        Case(entry_t, "GET", f"{CATALOG}/no-such-worker", 404, "unknown_worker"),
+        Case(entry_t, "GET", f"{CATALOG}/chatty?detail=1", 400, "bad_query"),
+        Case(entry_t, "DELETE", f"{CATALOG}/chatty", 405, "method_not_allowed"),
+        # POST /v1/catalog/refresh
+        Case(REFRESH, "POST", REFRESH + "?force=1", 400, "bad_query"),
+        Case(REFRESH, "POST", REFRESH, 413, "request_entity_too_large", b" " * (MAX_BODY + 1)),
+        Case(REFRESH, "PUT", REFRESH, 405, "method_not_allowed"),
+        # GET /v1/workers
+        Case(WORKERS, "GET", WORKERS + "?name=chatty", 400, "bad_query"),
+        Case(WORKERS, "POST", WORKERS, 405, "method_not_allowed", worker("chatty")),
+        # DELETE /v1/workers/{name}
+        *[
+            Case(worker_t, "DELETE", f"{WORKERS}/{name}", 400, "bad_worker_name")
+            for name in BAD_NAME_SEGMENTS
+        ],
+        Case(worker_t, "DELETE", f"{WORKERS}/..%2F..%2Fetc", 404, "not_found"),
+        Case(worker_t, "DELETE", f"{WORKERS}/chatty", 404, "not_installed"),
+        Case(worker_t, "DELETE", f"{WORKERS}/chatty?version=1", 400, "bad_query"),
+        Case(worker_t, "GET", f"{WORKERS}/chatty", 405, "method_not_allowed"),
+        # the web page and its files (public, but they take no query either)
+        Case("/", "GET", "/?token=x", 400, "bad_query"),
+        Case("/", "POST", "/", 405, "method_not_allowed"),
+        Case("/ui/{name}", "GET", "/ui/no-such-file.js", 404, "not_found"),
+        Case("/ui/{name}", "GET", "/ui/..%2F..%2Fhive%2F__init__.py", 404, "not_found"),
+        Case("/ui/{name}", "GET", "/ui/" + "a" * 300 + ".js", 404, "not_found"),  # no 500
+        Case("/ui/{name}", "GET", "/ui/index.html", 404, "not_found"),  # that is "/"
+        Case("/ui/{name}", "GET", "/ui/app.js?v=1", 400, "bad_query"),
+        Case("/ui/{name}", "PUT", "/ui/app.js", 405, "method_not_allowed"),
         # POST/DELETE /v1/session
         Case(session, "POST", session, 400, "bad_request", b"token=abc"),
         Case(session, "POST", session, 400, "bad_request", submit({"token": 1})),
@@ -173,7 +241,7 @@ def cases() -> list[Case]:
         Case(session, "DELETE", session + "?all=1", 400, "bad_query"),
         Case(session, "PUT", session, 405, "method_not_allowed"),
         # no endpoint at all
-        Case("", "GET", "/", 404, "not_found"),
+        Case("", "GET", "/v1", 404, "not_found"),
         Case("", "GET", "/v2/jobs", 404, "not_found"),
         Case("", "GET", "/v1/jobs/", 404, "not_found"),
         Case("", "TRACE", JOBS, 405, "method_not_allowed"),
@@ -189,8 +257,11 @@ STREAM_CASES = [
     (STREAM, 4404),
     *[
         (f"{STREAM}?since={since}", 4400)
-        for since in ("-1", "abc", "1e3", "", "99999999999999999999", "%00", "1.0")
+        for since in ("-1", "abc", "1e3", "", "99999999999999999999", "%00", "1.0", "LATEST")
     ],
+    *[(f"{STREAM}?tail_lines={lines}", 4400) for lines in ("-1", "x", "", "1e3", "%00")],
+    (f"{STREAM}?since=3&tail_lines=2", 4400),
+    (f"{STREAM}?since=latest&tail_lines=2", 4400),
     *[(f"{STREAM}?format={fmt}", 4400) for fmt in ("xml", "", "JSON", "binary%00")],
 ]
 
@@ -385,6 +456,8 @@ async def test_followers_that_stop_reading_do_not_keep_the_hive_alive(tmp_path: 
                 assert (await client.get("/v1/health")).status_code == 200  # others are served
             assert await hive.stop(signal.SIGTERM) == 0
             assert "did not close" in hive.log
+            cgroup = hive_cgroup(hive)  # removed although the hive left with os._exit
+            assert cgroup is None or not cgroup.exists(), cgroup
         finally:
             for stream in streams:
                 await stream.aclose()

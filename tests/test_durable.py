@@ -119,20 +119,24 @@ class Sink:
         if not isinstance(frame, OutputChunk):
             self.frames.append(frame)
 
-    async def follow(self, url: str) -> None:
+    async def follow(self, hive: Hive, url: str) -> None:
+        """Follow ``url`` (the hive's stream, or a proxy in front of it) with the hive's token."""
         async with open_websocket_url(
-            url, max_message_size=4 * MiB, receive_buffer_size=256 * 1024
+            url,
+            extra_headers=hive.ws_headers(),
+            max_message_size=4 * MiB,
+            receive_buffer_size=256 * 1024,
         ) as ws:
             while self.end is None:
                 self.feed(decode_frame(await ws.get_message()))
 
 
-async def closed_with(url: str) -> tuple[int | None, str | None, list[Frame]]:
+async def closed_with(hive: Hive, url: str) -> tuple[int | None, str | None, list[Frame]]:
     """Read a stream to its ``end`` event (then close it: code None) or until
     the hive closes it: (code, reason, frames)."""
     frames: list[Frame] = []
     with trio.fail_after(30):
-        async with open_websocket_url(url) as ws:
+        async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
             try:
                 while True:
                     frames.append(decode_frame(await ws.get_message()))
@@ -181,11 +185,11 @@ async def test_stream_query_params_and_close_reasons(hive: Hive) -> None:
     stdout = stdout_of(events)
 
     # since=latest on an ended job: where the stream starts, then only the end event.
-    code, _, frames = await closed_with(stream_url(hive.url, job_id, "since=latest"))
+    code, _, frames = await closed_with(hive, stream_url(hive.url, job_id, "since=latest"))
     assert code is None and frames == [StartAt(end.seq - 1), end]
 
     # tail_lines: the last lines of stdout, with seqs that resume cleanly.
-    code, _, frames = await closed_with(stream_url(hive.url, job_id, "tail_lines=3"))
+    code, _, frames = await closed_with(hive, stream_url(hive.url, job_id, "tail_lines=3"))
     assert code is None and isinstance(frames[0], StartAt)
     sink = Sink()
     for frame in frames:
@@ -195,12 +199,12 @@ async def test_stream_query_params_and_close_reasons(hive: Hive) -> None:
     assert sink.cursor.since == end.seq
 
     for query in ("since=-1", "since=abc", "tail_lines=x", "since=3&tail_lines=2", "format=xml"):
-        code, reason, frames = await closed_with(stream_url(hive.url, job_id, query))
+        code, reason, frames = await closed_with(hive, stream_url(hive.url, job_id, query))
         assert (code, frames) == (4400, []), query
         assert reason
 
     # A follower of a job that does not exist is told so, and not left hanging.
-    code, reason, frames = await closed_with(stream_url(hive.url, "000000000000"))
+    code, reason, frames = await closed_with(hive, stream_url(hive.url, "000000000000"))
     assert (code, reason, frames) == (4404, "no job 000000000000", [])
 
 
@@ -298,7 +302,7 @@ async def test_kill_9_keeps_finished_jobs_and_interrupts_running_ones(tmp_path: 
         followed = await keeper(hive, "follow", running)
         assert followed.returncode == 1
         assert b"sleeper ready" in followed.stdout
-        assert f"was interrupted: {INTERRUPTED}" in followed.stderr
+        assert f"job {running} interrupted; {INTERRUPTED}" in followed.stderr
         assert f"job {running}: interrupted" in hive.log
 
 
@@ -338,14 +342,14 @@ async def test_slow_follower_never_slows_the_job_nor_grows_the_hive(hive: Hive) 
         following = trio.Event()
 
         async def follow_slowly() -> None:
-            await slow.follow(stream_url(proxy.url, job_id))
+            await slow.follow(hive, stream_url(proxy.url, job_id))
             following.set()
 
         nursery.start_soon(follow_slowly)
         # A second follower at full speed sees the job end...
         fast = Sink()
         with trio.fail_after(120):
-            await fast.follow(stream_url(hive.url, job_id))
+            await fast.follow(hive, stream_url(hive.url, job_id))
         assert fast.end is not None and fast.end["state"] == "succeeded"
         # ...while the slow one has a small fraction: the job never waited for it.
         at_end = proxy.to_client
@@ -372,7 +376,7 @@ async def test_a_hundred_followers_receive_identical_bytes(hive: Hive) -> None:
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             for sink in sinks:
-                nursery.start_soon(sink.follow, stream_url(hive.url, job_id))
+                nursery.start_soon(sink.follow, hive, stream_url(hive.url, job_id))
     digest, size = await log_digest(hive, job_id)
     assert {(s.digest.hexdigest(), s.size) for s in sinks} == {(digest, size)}
     assert {s.cursor.since for s in sinks} == {sinks[0].cursor.since}
@@ -392,15 +396,18 @@ async def test_a_100_mb_line_costs_bounded_memory(hive: Hive) -> None:
         job_id = await submit(hive, "longline")
         live = Sink()
         with trio.fail_after(120):
-            await live.follow(stream_url(hive.url, job_id))
-        # The last two lines: the 100 MB one and makepkg's last line.
+            await live.follow(hive, stream_url(hive.url, job_id))
+        # The last three lines: the 100 MB one, makepkg's last line, and the
+        # installer's stage line.
         tail = Sink()
         with trio.fail_after(120):
-            await tail.follow(stream_url(hive.url, job_id, "tail_lines=2"))
+            await tail.follow(hive, stream_url(hive.url, job_id, "tail_lines=3"))
         nursery.cancel_scope.cancel()
     assert (live.digest.hexdigest(), live.size) == await log_digest(hive, job_id)
+    target = hive.state_dir / "workers" / "longline" / "1-1"
     ending = b"==> Starting package()\n==> Finished: longline 1-1\n"
-    assert tail.size == LONG_LINE + len(ending) and tail.newlines == 2
+    ending += f"==> Installing into {target}\n".encode()
+    assert tail.size == LONG_LINE + len(ending) and tail.newlines == 3
     assert tail.head == b"x" * 1000 and tail.tail.endswith(b"x" + ending)
     print(f"\n100 MB line: hive VmRSS peak {max(rss) / MiB:.0f} MiB")
     assert max(rss) < RSS_LIMIT

@@ -488,10 +488,16 @@ async def test_keeper_against_things_that_are_not_this_hive(tmp_path: Path) -> N
         assert result.returncode == ExitCode.HIVE_ERROR
         assert_one_line(result)
 
-    for url in ("ftp://127.0.0.1:1", "http://127.0.0.1:notaport", "nonsense"):
+    for url in ("ftp://127.0.0.1:1", "http://127.0.0.1:notaport"):
         result = await run_keeper(url, "jobs")
         assert result.returncode == ExitCode.HIVE_ERROR, (url, result.stderr)
         assert_one_line(result)
+    # Not a URL: the name of a hive (from keeper's config.toml), and none has it.
+    no_config = clean_env(HIVE_TOKEN="t", KEEPER_CONFIG=str(tmp_path / "none.toml"))
+    result = await run_keeper("nonsense", "jobs", env=no_config)
+    assert result.returncode == 2, result.stderr  # click's usage error
+    assert "Error: no hive named 'nonsense' (known: none configured)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"

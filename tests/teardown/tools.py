@@ -140,9 +140,9 @@ class Watch:
     _stop: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     async def run(self, hive: Hive, job_id: str) -> None:
-        url = hive.url.replace("http://", "ws://") + f"/v1/jobs/{job_id}/stream"
+        url = hive.ws_url(f"/v1/jobs/{job_id}/stream")
         with self._stop, contextlib.suppress(ConnectionClosed):
-            async with open_websocket_url(url) as ws:
+            async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
                 while self.end is None:
                     self._take(decode_frame(await ws.get_message()))
         self._wake()
