@@ -80,33 +80,49 @@ async def probe(
 
 
 async def read_answer(stream: trio.abc.ReceiveStream) -> Answer:
-    """Read one response: the head, then Content-Length bytes (or up to EOF)."""
-    data = b""
-    while True:
-        while b"\r\n\r\n" not in data:
-            chunk = await stream.receive_some(65536)
+    """Read one response; whatever follows it is dropped (see :class:`AnswerReader`)."""
+    return await AnswerReader(stream).next()
+
+
+class AnswerReader:
+    """Reads the responses of one connection in turn. Bytes that arrive after a
+    response (the answer to a pipelined request, sent at once) are kept for the
+    next one instead of being dropped with the first."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def next(self) -> Answer:
+        """The head, then Content-Length bytes (or up to EOF)."""
+        while True:
+            while b"\r\n\r\n" not in self.buffer:
+                chunk = await self.stream.receive_some(65536)
+                if not chunk:
+                    raise ConnectionError(
+                        f"connection closed before a full response: {self.buffer!r}"
+                    )
+                self.buffer += chunk
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            status = int(status_line.split()[1])
+            if not 100 <= status < 200 or status == 101:
+                break  # a "100 Continue" is followed by the real answer
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if status == 101:
+            return Answer(status, headers, b"")
+        length = int(headers.get("content-length", "-1"))
+        while length < 0 or len(self.buffer) < length:
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                break
             if not chunk:
-                raise ConnectionError(f"connection closed before a full response: {data!r}")
-            data += chunk
-        head, _, data = data.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split()[1])
-        if not 100 <= status < 200 or status == 101:
-            break  # a "100 Continue" is followed by the real answer
-    rest = data
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if status == 101:
-        return Answer(status, headers, b"")
-    length = int(headers.get("content-length", "-1"))
-    while length < 0 or len(rest) < length:
-        try:
-            chunk = await stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            break
-        if not chunk:
-            break
-        rest += chunk
-    return Answer(status, headers, rest if length < 0 else rest[:length])
+                break
+            self.buffer += chunk
+        cut = len(self.buffer) if length < 0 else length
+        body, self.buffer = self.buffer[:cut], self.buffer[cut:]
+        return Answer(status, headers, body)
