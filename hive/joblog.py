@@ -13,10 +13,15 @@ tail reads from the file, in bounded batches, in a worker thread. Either way a
 follower holds at most one batch, so neither a slow follower nor a line of a
 hundred megabytes without a newline grows the hive's memory.
 
-Writing happens on the event loop, in the pipe reader's task: one ``writev``
-of at most one pipe read (1 MiB) into the page cache, a few hundred
-microseconds. That keeps the hot path free of thread hops and copies; only
-``fsync`` (at the end of the job) and all reads go to threads.
+Writing happens off the event loop, in one writer task per log
+(:meth:`JobLog.writing`) that hands what was appended since its last write to
+a worker thread as one ``writev``: a thread hop per batch, not per chunk.
+Copying a pipe's output into the page cache costs about as much CPU as reading
+the pipe, and on the event loop it was the largest cost of following a job
+live. Entries stay in the in-memory tail until they are on disk, so followers
+never wait for the disk; the job's pipe readers do wait (:meth:`wait_writable`)
+once :data:`WRITE_BACKLOG` bytes are unwritten, which bounds memory when the
+disk is slower than the job.
 
 If a write fails (disk full, I/O error) the log keeps working in memory for
 control events, so followers still see the job fail and end, and
@@ -29,6 +34,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +71,13 @@ T = TypeVar("T")
 TAIL_BYTES = 4 * 1024 * 1024
 ENTRY_COST = 64
 
+#: Output appended but not yet on disk beyond which the job's pipe readers
+#: wait for the writer.
+WRITE_BACKLOG = 16 * 1024 * 1024
+
+#: Most bytes the writer hands its thread at once.
+WRITE_BATCH = 4 * 1024 * 1024
+
 #: Most payload bytes one read hands a follower (one record may exceed it).
 BATCH_BYTES = 1024 * 1024
 
@@ -100,6 +113,10 @@ class JobLog:
         self._tail_head = 0
         self._tail_cost = 0
         self._resume: dict[int, int] = {}  # seq -> offset of its record
+        self._unwritten: list[tuple[LogEntry, bytes]] = []  # appended, not yet with the writer
+        self._backlog = 0  # payload bytes appended and not yet on disk
+        self._appended = trio.Event()  # wakes the writer
+        self._progress = trio.Event()  # set (and replaced) after every write
         self._bytes = {Stream.STDOUT: 0, Stream.STDERR: 0}
         self._grown = trio.Event()
         self._closed = False
@@ -155,21 +172,30 @@ class JobLog:
     def close(self) -> None:
         """No more entries will come; followers finish once they have read all.
 
-        The in-memory tail is dropped: everything is in the file now (except
-        what a write error kept out of it, which stays in memory).
+        The writer writes what is still unwritten, then closes the file; the
+        in-memory tail keeps each entry until it is on disk (and keeps what a
+        write error kept out of the file).
         """
         self._closed = True
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         self._evict(0)
+        self._appended.set()
         self._wake()
 
-    async def sync(self) -> None:
-        """Flush what was written to stable storage (``fsync``, in a thread).
+    async def flush(self) -> None:
+        """Wait until everything appended so far is on disk, or a write failed."""
+        target = self._last_seq
+        while self._disk_seq < target and self.error is None:
+            await self._progress.wait()
 
-        A failure counts as a write error, and is raised.
-        """
+    async def wait_writable(self) -> None:
+        """Wait while the writer is more than :data:`WRITE_BACKLOG` bytes behind."""
+        while self._backlog > WRITE_BACKLOG and self.error is None:
+            await self._progress.wait()
+
+    async def sync(self) -> None:
+        """Write what is appended and flush it to stable storage (``fsync``, in a
+        thread). A failure counts as a write error, and is raised."""
+        await self.flush()
         fd = self._fd
         if fd is None or self.error is not None:
             return
@@ -179,35 +205,91 @@ class JobLog:
             self._fail(exc)
             raise
 
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Run the log's writer while the body appends. On exit the log is
+        closed and everything appended is written (or has failed)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            try:
+                yield
+            finally:
+                self.close()
+
+    async def _write_loop(self) -> None:
+        # Shielded: what was appended is written even while the job, or the
+        # hive, is being cancelled; close() is what ends the loop.
+        with trio.CancelScope(shield=True):
+            try:
+                while not (self._closed and not self._unwritten):
+                    if not self._unwritten:
+                        await self._appended.wait()
+                        self._appended = trio.Event()
+                        continue
+                    await self._write_batch(self._take_batch())
+            finally:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+
+    def _take_batch(self) -> list[tuple[LogEntry, bytes]]:
+        taken = 0
+        count = 0
+        for _entry, payload in self._unwritten:
+            if count and taken + len(payload) > WRITE_BATCH:
+                break
+            taken += len(payload)
+            count += 1
+        batch = self._unwritten[:count]
+        del self._unwritten[:count]
+        return batch
+
+    async def _write_batch(self, batch: list[tuple[LogEntry, bytes]]) -> None:
+        parts: list[bytes] = []
+        for entry, payload in batch:
+            parts += (record_header(entry_kind(entry), entry.seq, len(payload)), payload)
+        try:
+            await trio.to_thread.run_sync(self._write_parts, parts)
+        except OSError as exc:
+            if self._fd is not None and self._size == 0:
+                self._size = len(MAGIC)
+            self._fail(exc)
+            self._unwritten.clear()
+            self._backlog = 0
+        else:
+            self._size = self._size or len(MAGIC)
+            for entry, payload in batch:
+                self._index.note(entry.seq, self._size)
+                self._size += RECORD_HEADER + len(payload)
+                self._backlog -= len(payload)
+            self._disk_seq = batch[-1][0].seq
+            self._evict(0 if self._closed else TAIL_BYTES)
+        self._progress.set()
+        self._progress = trio.Event()
+        if self.error is not None and self.on_failure is not None and not self._closed:
+            on_failure, self.on_failure = self.on_failure, None
+            on_failure(self.error)  # may append (the job's failure)
+
+    def _write_parts(self, parts: list[bytes]) -> None:
+        """In the writer's thread: open the file the first time, append ``parts``."""
+        if self._fd is None:
+            self._fd = open_for_append(self.path)
+        write_all(self._fd, parts)
+
     def _append(self, entry: LogEntry, payload: bytes) -> int:
         if self._closed:
             raise RuntimeError("append to a closed job log")
-        failed_now = self.error is None and not self._write(entry, payload)
+        if self.error is None:
+            self._unwritten.append((entry, payload))
+            self._backlog += len(payload)
+            self._appended.set()
         self._last_seq = entry.seq
         self._ends = isinstance(entry, ControlEvent) and entry.type == "end"
         self._tail.append((entry, len(payload) + ENTRY_COST))
         self._tail_cost += len(payload) + ENTRY_COST
         self._evict(TAIL_BYTES)
         self._wake()
-        if failed_now and self.on_failure is not None:
-            assert self.error is not None
-            self.on_failure(self.error)  # may append (the job's failure), so last
         return entry.seq
-
-    def _write(self, entry: LogEntry, payload: bytes) -> bool:
-        try:
-            if self._fd is None:
-                self._fd = open_for_append(self.path)
-                self._size = len(MAGIC)
-            header = record_header(entry_kind(entry), entry.seq, len(payload))
-            write_all(self._fd, [header, payload])
-        except OSError as exc:
-            self._fail(exc)
-            return False
-        self._index.note(entry.seq, self._size)
-        self._size += RECORD_HEADER + len(payload)
-        self._disk_seq = entry.seq
-        return True
 
     def _fail(self, exc: OSError) -> None:
         log.error("job log %s: write failed: %s", self.path, exc)
@@ -267,6 +349,7 @@ class JobLog:
     async def output(self, stream: Stream) -> AsyncIterator[bytes]:
         """Everything the job wrote to ``stream`` so far, exactly, in chunks read
         from disk: memory stays bounded however big the output."""
+        await self.flush()
         await self._ensure_index()
         offset, end = len(MAGIC), self._size
         while offset < end:
@@ -292,6 +375,7 @@ class JobLog:
         the first ``skip`` bytes of the first one."""
         if lines <= 0:
             return await self.latest(), 0
+        await self.flush()
         await self._ensure_index()
         if self._size <= len(MAGIC):
             return 0, 0

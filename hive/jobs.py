@@ -486,6 +486,10 @@ class JobEngine:
         return doomed
 
     async def _run(self, job: Job) -> None:
+        async with job.log.writing():
+            await self._lifecycle(job)
+
+    async def _lifecycle(self, job: Job) -> None:
         try:
             with job.cancel_scope:
                 if job.spec.argv:  # a job without argv has only its finish step
@@ -657,6 +661,7 @@ class _Reader:
                 async with self.pipe:
                     while chunk := await self.pipe.receive_some(READ_SIZE):
                         self.job.log.append_output(self.stream, bytes(chunk))
+                        await self.job.log.wait_writable()
         finally:
             self.done.set()
 

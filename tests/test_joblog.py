@@ -10,7 +10,15 @@ import pytest
 import trio
 import trio.testing
 
-from hive.joblog import BATCH_BYTES, TAIL_BYTES, JobLog, LogEntry, LogUnavailable, OutputEntry
+from hive.joblog import (
+    BATCH_BYTES,
+    TAIL_BYTES,
+    WRITE_BACKLOG,
+    JobLog,
+    LogEntry,
+    LogUnavailable,
+    OutputEntry,
+)
 from hive.logfile import MAGIC, MAX_RECORD, RECORD, scan_log, settle_log
 from hive.protocol import ControlEvent, Stream
 
@@ -40,12 +48,12 @@ def check_seqs(entries: list[LogEntry], first: int = 1) -> None:
 
 async def test_entries_roundtrip_through_memory_and_disk(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
-    job_log.append_control({"type": "state", "state": "running"})
-    job_log.append_output(Stream.STDOUT, b"hello\n")
-    job_log.append_output(Stream.STDERR, b"\xff\xfe not utf-8\n")
-    job_log.append_output(Stream.STDOUT, b"world\n")
-    job_log.append_control({"type": "end", "state": "succeeded"})
-    job_log.close()
+    async with job_log.writing():
+        job_log.append_control({"type": "state", "state": "running"})
+        job_log.append_output(Stream.STDOUT, b"hello\n")
+        job_log.append_output(Stream.STDERR, b"\xff\xfe not utf-8\n")
+        job_log.append_output(Stream.STDOUT, b"world\n")
+        job_log.append_control({"type": "end", "state": "succeeded"})
     live = await read_all(job_log)
     check_seqs(live)
     assert stdout_of(live) == b"hello\nworld\n"
@@ -62,12 +70,13 @@ async def test_entries_roundtrip_through_memory_and_disk(tmp_path: Path) -> None
 async def test_follower_far_behind_reads_from_disk_in_bounded_batches(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
     chunks = [bytes([65 + i % 26]) * (MiB - i) for i in range(20)]  # 20 MiB, far beyond the tail
-    for chunk in chunks:
-        job_log.append_output(Stream.STDOUT, chunk)
-    # Only the tail is in memory; the rest is on disk.
-    assert job_log._tail_cost <= TAIL_BYTES + MiB
     batches: list[list[LogEntry]] = []
-    async with trio.open_nursery() as nursery:
+    async with job_log.writing(), trio.open_nursery() as nursery:
+        for chunk in chunks:
+            job_log.append_output(Stream.STDOUT, chunk)
+        await job_log.flush()
+        # Only the tail is in memory; the rest is on disk.
+        assert job_log._tail_cost <= TAIL_BYTES + MiB
 
         async def follow() -> None:
             async for batch in job_log.follow(0):
@@ -89,22 +98,29 @@ async def test_memory_stays_bounded_however_much_is_written(tmp_path: Path) -> N
     tracemalloc.start()
     try:
         job_log = JobLog(tmp_path / "a.log")
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(64):
-            job_log.append_output(Stream.STDOUT, b"y" * MiB)  # a new object each time
-        held = tracemalloc.get_traced_memory()[0] - before
+        held = 0
+        async with job_log.writing():
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(64):
+                job_log.append_output(Stream.STDOUT, b"y" * MiB)  # a new object each time
+                await job_log.wait_writable()  # as the job's pipe readers do
+                held = max(held, tracemalloc.get_traced_memory()[0] - before)
+            await job_log.flush()
+            settled = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
     assert job_log.path.stat().st_size > 64 * MiB
-    assert held < TAIL_BYTES + 2 * MiB
+    # The unwritten backlog plus the tail, at most, and only the tail once written.
+    assert held < TAIL_BYTES + WRITE_BACKLOG + 2 * MiB
+    assert settled < TAIL_BYTES + 2 * MiB
 
 
 async def test_resume_from_any_seq_gives_exactly_the_rest(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
-    for i in range(3000):
-        job_log.append_output(Stream(1 + i % 2), f"line {i}\n".encode() * (1 + i % 50))
-    job_log.append_control({"type": "end"})
-    job_log.close()
+    async with job_log.writing():
+        for i in range(3000):
+            job_log.append_output(Stream(1 + i % 2), f"line {i}\n".encode() * (1 + i % 50))
+        job_log.append_control({"type": "end"})
     everything = await read_all(job_log)
     for since in (0, 1, 777, 1500, 2999, 3000):
         rest = await read_all(job_log, since)
@@ -115,9 +131,10 @@ async def test_resume_from_any_seq_gives_exactly_the_rest(tmp_path: Path) -> Non
 async def test_big_chunks_are_split_and_output_streams_in_pieces(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
     data = os.urandom(MAX_RECORD * 3 + 5)
-    job_log.append_output(Stream.STDOUT, data)
-    assert job_log.last_seq == 4
-    pieces = [chunk async for chunk in job_log.output(Stream.STDOUT)]
+    async with job_log.writing():
+        job_log.append_output(Stream.STDOUT, data)
+        assert job_log.last_seq == 4
+        pieces = [chunk async for chunk in job_log.output(Stream.STDOUT)]
     assert b"".join(pieces) == data
     assert max(len(p) for p in pieces) <= MAX_RECORD
 
@@ -136,11 +153,12 @@ async def test_big_chunks_are_split_and_output_streams_in_pieces(tmp_path: Path)
 )
 async def test_tail_start(tmp_path: Path, chunks: list[bytes], lines: int, expected: bytes) -> None:
     job_log = JobLog(tmp_path / "a.log")
-    job_log.append_control({"type": "state", "state": "running"})
-    for chunk in chunks:
-        job_log.append_output(Stream.STDOUT, chunk)
-        job_log.append_output(Stream.STDERR, b"noise\n")
-    since, skip = await job_log.tail_start(lines)
+    async with job_log.writing():
+        job_log.append_control({"type": "state", "state": "running"})
+        for chunk in chunks:
+            job_log.append_output(Stream.STDOUT, chunk)
+            job_log.append_output(Stream.STDERR, b"noise\n")
+        since, skip = await job_log.tail_start(lines)
     rest = (await job_log.read_after(since, max_bytes=10 * MiB))[:]
     if skip:
         first = rest[0]
@@ -151,12 +169,12 @@ async def test_tail_start(tmp_path: Path, chunks: list[bytes], lines: int, expec
 
 async def test_latest_skips_all_but_the_end(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
-    job_log.append_output(Stream.STDOUT, b"old\n")
-    assert await job_log.latest() == 1
-    assert await job_log.tail_start(0) == (1, 0)
-    job_log.append_control({"type": "end"})
-    assert await job_log.latest() == 1  # a late follower still gets the end event
-    job_log.close()
+    async with job_log.writing():
+        job_log.append_output(Stream.STDOUT, b"old\n")
+        assert await job_log.latest() == 1
+        assert await job_log.tail_start(0) == (1, 0)
+        job_log.append_control({"type": "end"})
+        assert await job_log.latest() == 1  # a late follower still gets the end event
     assert await job_log.latest() == 1
     assert [e.seq for e in await read_all(job_log, await job_log.latest())] == [2]
 
@@ -164,10 +182,11 @@ async def test_latest_skips_all_but_the_end(tmp_path: Path) -> None:
 async def test_a_write_error_fails_once_and_keeps_control_events(tmp_path: Path) -> None:
     failures: list[OSError] = []
     job_log = JobLog(Path("/dev/full"), on_failure=failures.append)  # every write: ENOSPC
-    job_log.append_output(Stream.STDOUT, b"lost\n")
-    job_log.append_output(Stream.STDOUT, b"dropped\n")  # after the failure: dropped
-    job_log.append_control({"type": "end", "state": "failed"})
-    job_log.close()
+    async with job_log.writing():
+        job_log.append_output(Stream.STDOUT, b"lost\n")
+        await job_log.flush()
+        job_log.append_output(Stream.STDOUT, b"dropped\n")  # after the failure: dropped
+        job_log.append_control({"type": "end", "state": "failed"})
     assert len(failures) == 1 and "No space left" in str(failures[0])
     entries = await read_all(job_log)
     check_seqs(entries)
@@ -178,8 +197,9 @@ async def test_on_failure_may_append(tmp_path: Path) -> None:
     """The job reacts to a failure by appending its own events: seqs stay whole."""
     job_log = JobLog(Path("/dev/full"))
     job_log.on_failure = lambda exc: job_log.append_control({"type": "message", "text": str(exc)})
-    job_log.append_output(Stream.STDOUT, b"x")
-    job_log.close()
+    async with job_log.writing():
+        job_log.append_output(Stream.STDOUT, b"x")
+        await job_log.flush()
     entries = await read_all(job_log)
     check_seqs(entries)
     assert [type(e) for e in entries] == [OutputEntry, ControlEvent]
@@ -187,9 +207,9 @@ async def test_on_failure_may_append(tmp_path: Path) -> None:
 
 async def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     job_log = JobLog(tmp_path / "a.log")
-    for _ in range(8):
-        job_log.append_output(Stream.STDOUT, b"x" * MiB)
-    job_log.close()
+    async with job_log.writing():
+        for _ in range(8):
+            job_log.append_output(Stream.STDOUT, b"x" * MiB)
     job_log.path.unlink()  # e.g. removed by retention under a late follower
     with pytest.raises(LogUnavailable, match="cannot read job log"):
         await read_all(job_log)
