@@ -143,6 +143,9 @@ class Job:
     pid: int | None = None
     cancel_requested_by: str | None = None
     teardown: TeardownReport | None = None
+    #: The processes are done and the finish step (e.g. the install) runs: it
+    #: only renames, so a cancel no longer interrupts it.
+    finishing: bool = False
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     ended: trio.Event = field(default_factory=trio.Event)
     #: Called after every state change (the engine uses it to wake watchers).
@@ -426,6 +429,12 @@ class JobEngine:
             raise JobAlreadyEnded(job)
         if job.cancel_requested_by is None:
             job.cancel_requested_by = by
+            if job.finishing:
+                job.message(
+                    f"cancel requested by {by} after every process of the job had ended: "
+                    "the finish step (renames only) completes, and the job ends as it does"
+                )
+                return job
             job.message(f"cancel requested by {by}")
             if job.state == JobState.RUNNING:
                 job.set_state(JobState.CANCELLING)
@@ -500,6 +509,7 @@ class JobEngine:
             elif job.cancel_requested_by is not None:
                 job.state = JobState.CANCELLED
             else:
+                job.finishing = True
                 await self._finish(job)
         except Exception as exc:  # a bug in a finish step must not take the hive down
             log.exception("job %s: internal error", job.id)
