@@ -75,8 +75,10 @@ ENTRY_COST = 64
 #: wait for the writer.
 WRITE_BACKLOG = 16 * 1024 * 1024
 
-#: Most bytes the writer hands its thread at once.
+#: Most bytes, and records, the writer hands its thread at once (one
+#: ``writev``: two buffers per record, within the kernel's IOV_MAX of 1024).
 WRITE_BATCH = 4 * 1024 * 1024
+WRITE_RECORDS = 512
 
 #: Most payload bytes one read hands a follower (one record may exceed it).
 BATCH_BYTES = 1024 * 1024
@@ -236,7 +238,7 @@ class JobLog:
         taken = 0
         count = 0
         for _entry, payload in self._unwritten:
-            if count and taken + len(payload) > WRITE_BATCH:
+            if count and (taken + len(payload) > WRITE_BATCH or count == WRITE_RECORDS):
                 break
             taken += len(payload)
             count += 1

@@ -226,3 +226,15 @@ def test_settle_cuts_a_torn_record_and_appends_the_end(tmp_path: Path) -> None:
     assert scan.last_seq == 3 and scan.last_control == end
     assert scan.size == scan.file_size == path.stat().st_size
     assert settle_log(path, end, []).last_seq == 3  # idempotent
+
+
+async def test_thousands_of_small_entries_appended_at_once_are_all_written(tmp_path: Path) -> None:
+    """More records than one writev takes (IOV_MAX) wait for the writer at once."""
+    job_log = JobLog(tmp_path / "a.log")
+    lines = [f"line {i}\n".encode() for i in range(5000)]
+    async with job_log.writing():
+        for line in lines:
+            job_log.append_output(Stream.STDOUT, line)
+    assert job_log.error is None
+    assert scan_log(job_log.path).last_seq == len(lines)
+    assert await collect(job_log, Stream.STDOUT) == b"".join(lines)
