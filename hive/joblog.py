@@ -96,7 +96,11 @@ class LogUnavailable(Exception):
 
 
 class JobLog:
-    """The ordered history of one job, from its first event to ``end``."""
+    """The ordered history of one job, from its first event to ``end``.
+
+    Entries reach the file only while :meth:`writing` runs (the job engine runs
+    it for the job's whole life); until then they wait in memory.
+    """
 
     def __init__(self, path: Path, *, on_failure: Callable[[OSError], None] | None = None) -> None:
         self.path = path

@@ -88,14 +88,16 @@ async def test_mark_interrupted_settles_what_a_dead_hive_left(tmp_path: Path) ->
     running, ended_late, failed_log, done = "1" * 12, "2" * 12, "3" * 12, "4" * 12
     # A job that was running: some output, no end.
     live = JobLog(log_path(logs, running))
-    live.append_output(Stream.STDOUT, b"half a build\n")
+    async with live.writing():
+        live.append_output(Stream.STDOUT, b"half a build\n")
     # A job that ended, but whose final record was never saved.
     late = JobLog(log_path(logs, ended_late))
-    late.append_control({"type": "end", "state": "succeeded", "exit_code": 0, "error": None})
-    late.close()
+    async with late.writing():
+        late.append_control({"type": "end", "state": "succeeded", "exit_code": 0, "error": None})
     # A failed job whose log could not take its end event.
     broken = JobLog(log_path(logs, failed_log))
-    broken.append_output(Stream.STDOUT, b"until the disk filled\n")
+    async with broken.writing():
+        broken.append_output(Stream.STDOUT, b"until the disk filled\n")
     async with JobStore.open(tmp_path / "jobs.db") as store:
         await store.save(
             record(running, "running"),
