@@ -100,9 +100,11 @@ def hive_cgroup(hive: Hive) -> Path | None:
 
 
 async def submit(hive: Hive, worker: str) -> dict[str, Any]:
+    """Start a build of ``worker``: forced, since an earlier cycle that the
+    cancel reached too late may have installed it (then a download is a no-op)."""
     async with hive.client() as client:
         response = await client.post(
-            "/v1/jobs", json={"operation": "worker_download", "worker": worker}
+            "/v1/jobs", json={"operation": "worker_download", "worker": worker, "force": True}
         )
     assert response.status_code == 201, response.text
     job: dict[str, Any] = response.json()
