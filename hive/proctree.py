@@ -78,6 +78,9 @@ class ProcStat:
     sid: int
     state: str
     start_time: int  # clock ticks since boot; with pid, names a process uniquely
+    #: Live threads (``num_threads``): whether ``task/PID/children`` alone lists
+    #: every child. Not part of the process's identity.
+    threads: int = field(default=1, compare=False)
 
     @property
     def dead(self) -> bool:
@@ -85,30 +88,33 @@ class ProcStat:
         return self.state in ("Z", "X", "x")
 
 
-def parse_stat(text: str) -> ProcStat:
+def parse_stat(text: str | bytes) -> ProcStat:
     """Parse the contents of ``/proc/PID/stat``.
 
     The command name is in parentheses and may itself contain spaces and
-    parentheses, so the fields are counted from the *last* ``)``.
+    parentheses (any bytes, not always UTF-8), so the fields are counted from
+    the *last* ``)``. Bytes are parsed as they are: decoding costs as much as
+    the rest of the parse, and teardown parses every member several times.
     """
-    head, _, tail = text.rpartition(")")
-    pid = int(head.split("(", 1)[0])
-    fields = tail.split()
-    # fields[0] is field 3 of proc(5): state; ppid=4, pgrp=5, session=6, starttime=22
+    data = text.encode() if isinstance(text, str) else text
+    head, _, tail = data.rpartition(b")")
+    # fields[0] is field 3 of proc(5): state; ppid=4, pgrp=5, session=6,
+    # num_threads=20, starttime=22
+    fields = tail.split(None, 20)
     return ProcStat(
-        pid=pid,
-        ppid=int(fields[1]),
-        pgid=int(fields[2]),
-        sid=int(fields[3]),
-        state=fields[0],
-        start_time=int(fields[19]),
+        int(head.split(b"(", 1)[0]),
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[3]),
+        fields[0].decode(),
+        int(fields[19]),
+        int(fields[17]),
     )
 
 
 def read_stat(pid: int) -> ProcStat | None:
-    # os.open/os.read rather than open(): a text-mode file object costs as much
-    # again as the kernel's own work, and teardown reads every process on the
-    # machine several times while the caller waits for the job's end event.
+    # os.open/os.read rather than open(): a file object costs as much again
+    # as the kernel's own work.
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError):
@@ -119,8 +125,7 @@ def read_stat(pid: int) -> ProcStat | None:
         return None
     finally:
         os.close(fd)
-    # The command name is whatever the process chose: any bytes, not always UTF-8.
-    return parse_stat(data.decode(errors="replace"))
+    return parse_stat(data)
 
 
 def snapshot() -> dict[int, ProcStat]:
@@ -150,15 +155,74 @@ def marked_pids(pids: Iterable[int], marker: bytes) -> set[int]:
     Processes of another user cannot be read (unless we are root) and are
     skipped: we could not signal them either.
     """
-    marked: set[int] = set()
-    for pid in pids:
+    return {pid for pid in pids if _read(f"/proc/{pid}/environ", 1 << 20, marker) is True}
+
+
+def _read(path: str, size: int, marker: bytes | None = None) -> bytes | bool | None:
+    """The contents of a /proc file (or, given ``marker``, whether it is an entry
+    of the NUL-separated contents); None if the file cannot be read.
+
+    ``os.open``/``os.read``: a Python file object costs as much again as the
+    kernel's own work, and teardown reads a few files of every member.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
+    try:
+        chunks = [os.read(fd, size)]
+        while len(chunks[-1]) == size:  # a large environment or many children
+            chunks.append(os.read(fd, size))
+    except (ProcessLookupError, PermissionError):
+        return None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data if marker is None else environ_has(data, marker)
+
+
+def parse_children(text: bytes) -> list[int]:
+    """The pids listed in ``/proc/PID/task/TID/children``."""
+    return [int(pid) for pid in text.split()]
+
+
+#: Whether the kernel has ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN).
+HAS_CHILDREN_FILE = (PROC / str(os.getpid()) / "task" / str(os.getpid()) / "children").exists()
+
+
+def children_of(pid: int, stat: ProcStat | None = None) -> list[int]:
+    """The children of every thread of ``pid``.
+
+    A child is listed under the thread that forked it (or, once that thread is
+    gone, under another live thread), so a process with threads needs each
+    thread's file. The main thread comes last: when a thread exits its
+    children move to a live thread, in practice the main one, and reading that
+    last means a child that moves while we read is still seen once.
+
+    The kernel documents this list as exact only for a process that does not
+    fork or reap while it is read (a child reaped mid-read can make it skip a
+    sibling). Teardown therefore uses it to find members quickly, never to
+    conclude that a job is gone: that verdict comes from a full scan
+    (see :meth:`TreeKiller._phase`).
+    """
+    if stat is not None and stat.threads == 1 and not stat.dead:
+        tids = [pid]  # one live thread, the main one: it has every child
+    else:
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if environ_has(f.read(), marker):
-                    marked.add(pid)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return marked
+            tids = sorted((int(tid) for tid in os.listdir(f"/proc/{pid}/task")), key=pid.__eq__)
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+    found: list[int] = []
+    for tid in tids:
+        data = _read(f"/proc/{pid}/task/{tid}/children", 4096)
+        if isinstance(data, bytes):
+            found += parse_children(data)
+    return found
+
+
+def own_children() -> list[int]:
+    """The children of this process (every thread's)."""
+    return children_of(os.getpid())
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +421,26 @@ class _Tracked:
     exited: bool = False
     signals: set[int] = field(default_factory=set)
     error: str | None = None
+    #: Its process group as the census before the strike saw it (None: found after).
+    pgid_before: int | None = None
+    #: ... and as the identity check after the strike saw it.
+    pgid_after: int | None = None
+    #: The signal that the strike surely delivered to it, if any.
+    struck_by: int | None = None
+
+
+def reached_by_strike(pgid: int, before: int | None, after: int | None) -> bool:
+    """Whether ``killpg(pgid, ...)`` surely reached a member.
+
+    ``before``: its group in the census taken just before the ``killpg``
+    (None: it was not in the census); ``after``: its group when it was looked
+    at after it. A member in the group at both moments was in it at the
+    ``killpg`` (a process cannot leave a group and come back: ``setsid`` is for
+    good, and moving back with ``setpgid`` is no thing a job does). Any other
+    member gets a signal of its own: at worst a second SIGTERM for a process
+    forked in the instant between census and ``killpg``, never none.
+    """
+    return before == pgid and after == pgid
 
 
 class TreeKiller:
@@ -365,6 +449,31 @@ class TreeKiller:
     ``leader`` is the job's process when this hive started it (trio reaps it;
     we never do). ``notify`` receives one human-readable line per step, for
     the job's log.
+
+    How it stays fast without skipping a check:
+
+    - *The strike.* While the leader is not reaped (alive or a zombie) its pid,
+      which is the job's pgid, cannot be reused, so ``killpg`` can only reach
+      the job's own group: one system call signals the whole group. It comes
+      right after a census of the members (so that every member is counted
+      and attributed while it still exists), before pidfds are opened and
+      before anything else is read. (``trio.Process.returncode`` would reap
+      the leader; the check reads ``/proc`` instead.)
+    - *The walk.* The census and the rescans while members die look only at
+      the job's part of the process tree: this process's children (as a
+      child subreaper, every orphan of the job is re-parented to us) and the
+      cgroup's members, then children of members, from
+      ``/proc/PID/task/TID/children``. It costs what the job has, not what
+      the machine has.
+    - *The verdict.* A job is declared gone only after every tracked member's
+      pidfd said it exited *and* a full scan of ``/proc`` by every layer
+      (process group and session, environment marker, cgroup, descendants)
+      finds no live member: exactly the check this class always made, made
+      once instead of at every step. The walk may miss a process (the children
+      list is inexact while a parent reaps, and a marked process outside our
+      tree is not under us); the full scan does not, and whatever it finds is
+      signalled and waited for in another round.
+    - Exits are awaited on pidfds through one epoll set, not one task each.
     """
 
     def __init__(
@@ -392,6 +501,11 @@ class TreeKiller:
         self._found: list[frozenset[Layer]] = []
         #: Sessions that held a member: session id -> earliest member start time.
         self._sessions: dict[int, int] = {}
+        #: Walk the job's part of the tree (else: scan all of /proc every time).
+        #: A job this hive did not start (recovery) is not under it.
+        self._walk = leader is not None and HAS_CHILDREN_FILE
+        #: Whether the last full scan found nothing alive: the verdict holds.
+        self._verified = False
 
     async def teardown(self) -> TeardownReport:
         """Kill everything that is left of the job and verify that nothing is.
@@ -405,9 +519,11 @@ class TreeKiller:
             await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
             if self._alive() or (self._cgroup is not None and self._cgroup.populated()):
                 await self._phase(signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report)
-            # The verifying pass: a fresh scan by every layer, and the pidfds.
-            self._discover()
-            self._poll_exits(report)
+            if not self._verified:
+                # The verifying pass: a fresh full scan by every layer, and the pidfds.
+                self._poll_exits(report)
+                self._discover(full=True)
+                self._poll_exits(report)
             left = self._alive(including_failed=True)
             report.left = len(left)
             report.left_pids = sorted(t.pid for t in left)
@@ -431,39 +547,92 @@ class TreeKiller:
         report.seconds = time.monotonic() - started
         return report
 
-    def _discover(self) -> list[_Tracked]:
-        """Start tracking members not seen before; return them."""
-        procs = snapshot()
-        if self._job.pgid is not None and not group_exists(procs, self._job.pgid):
-            # Empty once means the number may be reused: never look at it again.
-            self._job = JobIdentity(
-                self._job.job_id, None, self._job.leader_pid, self._job.leader_start_time
-            )
+    def _leader_unreaped(self) -> bool:
+        """Whether the leader still holds its pid (alive or a zombie), so that
+        the job's pgid names the job's group and no other.
+
+        Only trio reaps the leader, in this thread: the answer holds until the
+        next ``await``.
+        """
+        leader = self._leader
+        if leader is None or self._job.pgid != leader.pid or not self._job.leader_start_time:
+            return False
+        stat = read_stat(leader.pid)
+        return stat is not None and stat.start_time == self._job.leader_start_time
+
+    def _strike(self, sig: signal.Signals) -> int | None:
+        """``killpg`` the job's group if that is safe; the pgid it was sent to."""
+        pgid = self._job.pgid
+        if pgid is None or not self._leader_unreaped():
+            return None
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return None
+        return pgid
+
+    def _scan(self, *, full: bool) -> tuple[dict[int, ProcStat], JobIdentity, set[int], set[int]]:
+        """Look for members: the process table (all of it, or the job's part),
+        the identity to judge it by, the marked pids and the cgroup's pids."""
         in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
-        fresh = [pid for pid in candidates(procs, self._job) if pid not in self._tracked]
-        members = select_members(
-            procs,
-            self._job,
-            marked=marked_pids(fresh, self._marker),
+        if full:
+            procs = snapshot()
+            if self._job.pgid is not None and not group_exists(procs, self._job.pgid):
+                # Empty once means the number may be reused: never look at it again.
+                self._job = JobIdentity(
+                    self._job.job_id, None, self._job.leader_pid, self._job.leader_start_time
+                )
+            fresh = [pid for pid in candidates(procs, self._job) if pid not in self._tracked]
+            return procs, self._job, marked_pids(fresh, self._marker), in_cgroup
+        # The walk judges by process group only while the group is provably the
+        # job's; the full scan has its own test (group_exists) for the rest.
+        job = self._job
+        if job.pgid is not None and not self._leader_unreaped():
+            job = JobIdentity(job.job_id, None, job.leader_pid, job.leader_start_time)
+        procs, marked = walk(
+            job,
+            roots=[*own_children(), *in_cgroup, *self._tracked],
+            marker=self._marker,
             in_cgroup=in_cgroup,
-            known=list(self._tracked),
+            known=self._tracked.keys(),
         )
+        return procs, job, marked, in_cgroup
+
+    def _discover(self, *, full: bool, strike: signal.Signals | None = None) -> list[_Tracked]:
+        """Start tracking members not seen before; return them.
+
+        With ``strike``, the members are counted first and then the group gets
+        ``strike`` by ``killpg`` (see :meth:`_strike`) before they are tracked.
+        """
+        procs, job, marked, in_cgroup = self._scan(full=full)
+        members = select_members(
+            procs, job, marked=marked, in_cgroup=in_cgroup, known=list(self._tracked)
+        )
+        fresh = {
+            pid: layers
+            for pid, layers in members.items()
+            if pid not in self._tracked and pid != os.getpid()
+        }
+        struck = self._strike(strike) if strike is not None else None
         new: list[_Tracked] = []
-        for pid, layers in members.items():
-            if pid in self._tracked or pid == os.getpid():
-                continue
+        for pid, layers in fresh.items():
+            self._found.append(layers)
             try:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
-                continue
-            # The pid might have been recycled between the scan and the open.
+                continue  # exited and reaped since the scan
+            # The pid might have been recycled between the scan and the open: if
+            # the process is still the one scanned, the pidfd names it.
             stat = read_stat(pid)
-            if stat is None or stat.start_time != procs[pid].start_time or stat.dead:
+            if stat is None or stat.start_time != procs[pid].start_time:
                 os.close(pidfd)
                 continue
-            tracked = _Tracked(pid, pidfd, layers)
+            tracked = _Tracked(pid, pidfd, layers, pgid_after=stat.pgid)
+            if struck is not None:
+                tracked.pgid_before = procs[pid].pgid
+                if reached_by_strike(struck, tracked.pgid_before, tracked.pgid_after):
+                    tracked.struck_by = strike
             self._tracked[pid] = tracked
-            self._found.append(layers)
             first = self._sessions.get(stat.sid, stat.start_time)
             self._sessions[stat.sid] = min(first, stat.start_time)
             new.append(tracked)
@@ -477,12 +646,16 @@ class TreeKiller:
         ]
 
     def _signal(self, sig: signal.Signals, report: TeardownReport) -> int:
-        """Send ``sig`` to every live member that has not had it; return how many."""
+        """Send ``sig`` to every live member that has not had it; return how many
+        got it (from the strike or from us)."""
         sent = 0
         for tracked in self._alive():
             if sig in tracked.signals:
                 continue
             tracked.signals.add(sig)
+            if tracked.struck_by == sig:
+                sent += 1
+                continue
             try:
                 signal.pidfd_send_signal(tracked.pidfd, sig)
             except ProcessLookupError:
@@ -524,27 +697,38 @@ class TreeKiller:
         """Send ``sig`` to every member, including any that appear, until all
         have exited or ``deadline`` passes.
 
+        Ends early only on the verdict: every tracked member exited, and then a
+        full scan found no live member that was not tracked (the orphans we
+        inherited are reaped first, so that the scan has fewer zombies to
+        read). While members live, rescans walk the job's tree.
+
         The job's log gets one line for the first round of signals and one for
         all the processes that appeared later (a loop that keeps forking would
         otherwise write a line every rescan).
         """
-        self._discover()
+        self._verified = False
+        self._discover(full=not self._walk, strike=sig)
         first = self._signal(sig, report)
         if first:
             self._notify(f"sent {sig.name} to {first} process(es) of job {self._job.job_id}")
         late = 0
         try:
             while True:
-                alive = self._alive()
-                if alive:
+                if self._alive():
                     if trio.current_time() >= deadline:
                         return
                     with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
-                        await _wait_all_exited(alive)
+                        await self._wait_exits()
                 self._poll_exits(report)
-                # Nothing tracked alive and a fresh scan finds nothing new: done.
-                if not self._discover() and not self._alive():
-                    return
+                if self._alive():
+                    # A member outlived the rescan interval: look for its new children.
+                    self._discover(full=not self._walk)
+                else:
+                    if self._reaper is not None:
+                        report.reaped += self._reaper.reap_orphans(self._sessions)
+                    if not self._discover(full=True):
+                        self._verified = True
+                        return
                 late += self._signal(sig, report)
         finally:
             if late:
@@ -553,13 +737,91 @@ class TreeKiller:
                     "that appeared during the teardown"
                 )
 
+    async def _wait_exits(self) -> None:
+        """Return once every live tracked member has exited (its pidfd is readable).
 
-async def _wait_all_exited(processes: list[_Tracked]) -> None:
-    """Return once every one of ``processes`` has exited (their pidfds are readable)."""
+        One epoll set holds the pidfds and trio waits on that one descriptor:
+        a task and an epoll registration per member cost more than the wait.
+        """
+        pending = {tracked.pidfd for tracked in self._alive()}
+        with select.epoll() as ready:
+            for fd in pending:
+                ready.register(fd, select.EPOLLIN)
+            while pending:
+                await trio.lowlevel.wait_readable(ready)
+                for fd, _events in ready.poll(0):
+                    ready.unregister(fd)
+                    pending.discard(fd)
 
-    async def wait_one(tracked: _Tracked) -> None:
-        await trio.lowlevel.wait_readable(tracked.pidfd)
 
-    async with trio.open_nursery() as nursery:
-        for tracked in processes:
-            nursery.start_soon(wait_one, tracked)
+def walk(
+    job: JobIdentity,
+    *,
+    roots: Iterable[int],
+    marker: bytes,
+    in_cgroup: Collection[int] = (),
+    known: Collection[int] = (),
+    stat_of: Callable[[int], ProcStat | None] = read_stat,
+    children: Callable[[int, ProcStat], list[int]] = children_of,
+    has_marker: Callable[[int, bytes], bool] = lambda pid, marker: (
+        _read(f"/proc/{pid}/environ", 1 << 16, marker) is True
+    ),
+) -> tuple[dict[int, ProcStat], set[int]]:
+    """The job's part of the process tree: ``roots`` and, below any that is a
+    member, their children, recursively; with the marked pids among them.
+
+    Returns what :func:`select_members` needs, so that the walk judges by
+    exactly the rules of a full scan (its result is a subset of a full scan's).
+    A root that is no member (another job's leader, a helper) is read, not
+    descended into. The environment is read only of live processes young
+    enough to be members, as in a full scan.
+
+    Why these roots find a job's members (when this process is a child
+    subreaper, and started the leader): a process forked inside the job
+    descends from the leader; when its parent dies it is re-parented to the
+    nearest subreaper above, which is a member or this process; so while it
+    lives, its chain of parents up to us is unbroken and every link is alive
+    (a process that exits hands its children on before it becomes a zombie).
+    The chain's first link below us is a root; unless that link hid from
+    every layer (the stated limit of a job without a cgroup), it is a member
+    and the walk follows the chain down. What a walk can still miss (a child
+    list read while its parent reaps, a marked process outside our tree) is
+    left to the full scan that gives the verdict.
+    """
+    procs: dict[int, ProcStat] = {}
+    marked: set[int] = set()
+    expanded: set[int] = set()
+    gone: set[int] = set()
+    stack = [(pid, False) for pid in roots]
+    while stack:
+        pid, parent_is_member = stack.pop()
+        if pid in expanded or pid in gone:
+            continue
+        stat = procs.get(pid)
+        if stat is None:
+            stat = stat_of(pid)
+            if stat is None:
+                gone.add(pid)
+                continue
+            procs[pid] = stat
+            if (
+                not stat.dead
+                and stat.start_time >= job.leader_start_time
+                and has_marker(pid, marker)
+            ):
+                marked.add(pid)
+        member = (
+            parent_is_member
+            or pid in marked
+            or pid in in_cgroup
+            or pid in known
+            or (
+                job.pgid is not None
+                and job.pgid in (stat.pgid, stat.sid)
+                and stat.start_time >= job.leader_start_time
+            )
+        )
+        if member and not stat.dead:
+            expanded.add(pid)
+            stack.extend((child, True) for child in children(pid, stat))
+    return procs, marked

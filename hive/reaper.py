@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Mapping
 import trio
 
 from .cgroups import HiveCgroups
-from .proctree import ProcStat, snapshot
+from .proctree import HAS_CHILDREN_FILE, ProcStat, own_children, read_stat, snapshot
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -95,7 +95,7 @@ class Reaper:
     def reap_orphans(self, job_sessions: Mapping[int, int] | None = None) -> int:
         """Reap every zombie child that :func:`orphaned` allows; how many."""
         reaped = 0
-        for stat in snapshot().values():
+        for stat in self._children():
             if stat.ppid != self._pid or not stat.dead:
                 continue
             in_job_cgroup = (
@@ -115,6 +115,26 @@ class Reaper:
                 if os.waitid(os.P_PID, stat.pid, os.WEXITED | os.WNOHANG) is not None:
                     reaped += 1
         return reaped
+
+    def _children(self) -> list[ProcStat]:
+        """This process's children, zombies included.
+
+        From our own ``task/*/children`` lists rather than a scan of all of
+        ``/proc``: this runs on every SIGCHLD, dozens of times while a job's
+        tree dies. Our lists are exact here: a child leaves them only when it
+        is reaped, and only this thread reaps (trio for the job leaders, this
+        class for orphans), never while we read. A child that moves between
+        our threads (when a trio worker thread exits) lands on the main
+        thread, which is read last.
+        """
+        if not HAS_CHILDREN_FILE:
+            return list(snapshot().values())
+        found = []
+        for pid in own_children():
+            stat = read_stat(pid)
+            if stat is not None:
+                found.append(stat)
+        return found
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Reap on every SIGCHLD until cancelled."""

@@ -16,7 +16,9 @@ from hive.proctree import (
     environ_has,
     group_exists,
     parse_stat,
+    reached_by_strike,
     select_members,
+    walk,
 )
 from hive.reaper import orphaned
 from hive.recovery import RunningRecord, hive_still_runs, trusted_pgid
@@ -199,3 +201,49 @@ def test_report_counts_layers_and_states_its_problem() -> None:
         "teardown incomplete: 1 process(es) left (pids 77): pid 77: SIGKILL not permitted"
     )
     assert not TeardownReport(cgroup_empty=False).clean
+
+
+def _walk(job: JobIdentity, roots: list[int], **kwargs: object) -> set[int]:
+    """Walk PROCS (children from parent links, markers from ``marked``) and select."""
+    marked_set: set[int] = set(kwargs.pop("marked", ()))  # type: ignore[call-overload]
+    procs, marked = walk(
+        job,
+        roots=roots,
+        marker=b"HIVE_JOB_ID=abc",
+        stat_of=PROCS.get,
+        children=lambda pid, _stat: [p.pid for p in PROCS.values() if p.ppid == pid],
+        has_marker=lambda pid, _marker: pid in marked_set,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return set(select_members(procs, job, marked=marked, **kwargs))  # type: ignore[arg-type]
+
+
+def test_the_walk_finds_what_a_full_scan_finds_under_the_hive() -> None:
+    # Roots: the hive's children (the leader and two re-parented escapees).
+    hive_children = [p.pid for p in PROCS.values() if p.ppid == HIVE]
+    full = select_members(PROCS, JOB, marked={204}, in_cgroup={205})
+    assert _walk(JOB, hive_children, marked={204}, in_cgroup={205}) == set(full)
+    # The stranger in a recycled group (300) and the unrelated 400 are not read at all.
+    assert 300 not in full
+
+
+def test_the_walk_does_not_descend_into_what_is_no_member() -> None:
+    # 204 carries no marker here and is in no cgroup: not a member, so neither is
+    # anything below it; 202 and 203 descend from the leader and are.
+    assert _walk(JOB, [200, 204]) == {200, 201, 202, 203}
+    assert _walk(JobIdentity("abc", None, 200, 40), [204]) == set()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "reached"),
+    [
+        (200, 200, True),  # in the group before and after the killpg
+        (None, 200, False),  # not in the census: forked since, maybe after the killpg
+        (200, 202, False),  # left the group (setsid) around the killpg
+        (202, 202, False),  # never in it
+    ],
+)
+def test_a_strike_counts_only_for_members_in_the_group_on_both_sides(
+    before: int | None, after: int | None, reached: bool
+) -> None:
+    assert reached_by_strike(200, before, after) is reached
