@@ -73,11 +73,11 @@ ENTRY_COST = 64
 
 #: Output appended but not yet on disk beyond which the job's pipe readers
 #: wait for the writer.
-WRITE_BACKLOG = 16 * 1024 * 1024
+WRITE_BACKLOG = 4 * 1024 * 1024
 
 #: Most bytes, and records, the writer hands its thread at once (one
 #: ``writev``: two buffers per record, within the kernel's IOV_MAX of 1024).
-WRITE_BATCH = 4 * 1024 * 1024
+WRITE_BATCH = 1024 * 1024
 WRITE_RECORDS = 512
 
 #: Most payload bytes one read hands a follower (one record may exceed it).

@@ -11,9 +11,9 @@ A job log is one append-only file per job::
 
 Output is stored as the exact bytes the job wrote, in the chunks the hive read
 them, under the same ``seq`` the websocket stream uses: a follower that falls
-behind reads the very records a live follower got from memory. A record is
-written with one ``writev`` into an ``O_APPEND`` file, so a crash can leave at
-most one torn record at the end; readers stop before it, and
+behind reads the very records a live follower got from memory. Records are
+appended in order (a batch per ``writev``) to an ``O_APPEND`` file, so a crash
+can leave at most one torn record at the end; readers stop before it, and
 :func:`settle_log` cuts it off when the hive starts again.
 
 Everything here blocks: the trio layer (:mod:`hive.joblog`) calls it through

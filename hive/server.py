@@ -8,6 +8,7 @@ job's ``end`` event, and only then does hypercorn shut down.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
@@ -282,5 +283,32 @@ async def _force_exit(jobs_down: trio.Event, containment: Containment) -> None:
     os._exit(0)
 
 
+#: glibc's ``mallopt`` parameter for the number of malloc arenas.
+M_ARENA_MAX = -8
+#: Arenas the hive allows itself (glibc's default is 8 per core).
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX`` would; return
+    whether it could (not on another C library).
+
+    The hive's worker threads (job log writes and reads, the job store) each
+    get an arena of their own by default, and memory freed in one arena is
+    not reused by the others: with 64 jobs followed by 4 clients each, peak
+    RSS was 219-256 MB with the default and 164 MB with two arenas, for the
+    same work. The threads do little besides system calls, so they contend
+    little for a shared arena.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False  # the operator chose
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def run(config: HiveConfig) -> None:
+    limit_malloc_arenas()  # before any thread starts
     trio.run(partial(serve, config))
