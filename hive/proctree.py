@@ -113,19 +113,8 @@ def parse_stat(text: str | bytes) -> ProcStat:
 
 
 def read_stat(pid: int) -> ProcStat | None:
-    # os.open/os.read rather than open(): a file object costs as much again
-    # as the kernel's own work.
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    try:
-        data = os.read(fd, 4096)
-    except ProcessLookupError:
-        return None
-    finally:
-        os.close(fd)
-    return parse_stat(data)
+    data = read_proc_file(f"/proc/{pid}/stat")
+    return None if data is None else parse_stat(data)
 
 
 def snapshot() -> dict[int, ProcStat]:
@@ -155,12 +144,18 @@ def marked_pids(pids: Iterable[int], marker: bytes) -> set[int]:
     Processes of another user cannot be read (unless we are root) and are
     skipped: we could not signal them either.
     """
-    return {pid for pid in pids if _read(f"/proc/{pid}/environ", 1 << 20, marker) is True}
+    return {pid for pid in pids if has_marker(pid, marker)}
 
 
-def _read(path: str, size: int, marker: bytes | None = None) -> bytes | bool | None:
-    """The contents of a /proc file (or, given ``marker``, whether it is an entry
-    of the NUL-separated contents); None if the file cannot be read.
+def has_marker(pid: int, marker: bytes) -> bool:
+    """Whether the environment of ``pid`` carries ``marker`` (False if unreadable)."""
+    environ = read_proc_file(f"/proc/{pid}/environ")
+    return environ is not None and environ_has(environ, marker)
+
+
+def read_proc_file(path: str, size: int = 64 * 1024) -> bytes | None:
+    """The contents of a /proc file, read ``size`` bytes at a time; None if it
+    cannot be read (the process is gone, or not ours).
 
     ``os.open``/``os.read``: a Python file object costs as much again as the
     kernel's own work, and teardown reads a few files of every member.
@@ -177,8 +172,7 @@ def _read(path: str, size: int, marker: bytes | None = None) -> bytes | bool | N
         return None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    return data if marker is None else environ_has(data, marker)
+    return b"".join(chunks)
 
 
 def parse_children(text: bytes) -> list[int]:
@@ -214,8 +208,8 @@ def children_of(pid: int, stat: ProcStat | None = None) -> list[int]:
             return []
     found: list[int] = []
     for tid in tids:
-        data = _read(f"/proc/{pid}/task/{tid}/children", 4096)
-        if isinstance(data, bytes):
+        data = read_proc_file(f"/proc/{pid}/task/{tid}/children", 4096)
+        if data is not None:
             found += parse_children(data)
     return found
 
@@ -763,9 +757,7 @@ def walk(
     known: Collection[int] = (),
     stat_of: Callable[[int], ProcStat | None] = read_stat,
     children: Callable[[int, ProcStat], list[int]] = children_of,
-    has_marker: Callable[[int, bytes], bool] = lambda pid, marker: (
-        _read(f"/proc/{pid}/environ", 1 << 16, marker) is True
-    ),
+    has_marker: Callable[[int, bytes], bool] = has_marker,
 ) -> tuple[dict[int, ProcStat], set[int]]:
     """The job's part of the process tree: ``roots`` and, below any that is a
     member, their children, recursively; with the marked pids among them.
