@@ -242,13 +242,23 @@ def group_exists(procs: Mapping[int, ProcStat], pgid: int) -> bool:
     return any(stat.pgid == pgid or stat.sid == pgid for stat in procs.values())
 
 
+def may_be_member(stat: ProcStat, job: JobIdentity) -> bool:
+    """Live and young enough to be a member (its environment is worth reading)."""
+    return not stat.dead and stat.start_time >= job.leader_start_time
+
+
+def in_job_group(stat: ProcStat, job: JobIdentity) -> bool:
+    """In the job's process group or session, and not older than the leader."""
+    return (
+        job.pgid is not None
+        and job.pgid in (stat.pgid, stat.sid)
+        and stat.start_time >= job.leader_start_time
+    )
+
+
 def candidates(procs: Mapping[int, ProcStat], job: JobIdentity) -> list[int]:
     """Live processes young enough to be members (whose environment is worth reading)."""
-    return [
-        stat.pid
-        for stat in procs.values()
-        if not stat.dead and stat.start_time >= job.leader_start_time
-    ]
+    return [stat.pid for stat in procs.values() if may_be_member(stat, job)]
 
 
 def select_members(
@@ -272,11 +282,7 @@ def select_members(
     direct: dict[int, set[Layer]] = {}
     for stat in procs.values():
         layers: set[Layer] = set()
-        if (
-            job.pgid is not None
-            and (stat.pgid == job.pgid or stat.sid == job.pgid)
-            and stat.start_time >= job.leader_start_time
-        ):
+        if in_job_group(stat, job):
             layers.add(Layer.PROCESS_GROUP)
         if stat.pid in marked:
             layers.add(Layer.ENVIRONMENT)
@@ -796,22 +802,14 @@ def walk(
                 gone.add(pid)
                 continue
             procs[pid] = stat
-            if (
-                not stat.dead
-                and stat.start_time >= job.leader_start_time
-                and has_marker(pid, marker)
-            ):
+            if may_be_member(stat, job) and has_marker(pid, marker):
                 marked.add(pid)
         member = (
             parent_is_member
             or pid in marked
             or pid in in_cgroup
             or pid in known
-            or (
-                job.pgid is not None
-                and job.pgid in (stat.pgid, stat.sid)
-                and stat.start_time >= job.leader_start_time
-            )
+            or in_job_group(stat, job)
         )
         if member and not stat.dead:
             expanded.add(pid)
