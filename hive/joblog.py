@@ -254,16 +254,18 @@ class JobLog:
         parts: list[bytes] = []
         for entry, payload in batch:
             parts += (record_header(entry_kind(entry), entry.seq, len(payload)), payload)
+        failure: OSError | None = None
         try:
             await trio.to_thread.run_sync(self._write_parts, parts)
         except OSError as exc:
-            if self._fd is not None and self._size == 0:
-                self._size = len(MAGIC)
-            self._fail(exc)
+            failure = exc
+        if self._fd is not None and self._size == 0:
+            self._size = len(MAGIC)  # the thread opened the file and wrote the magic
+        if failure is not None:
+            self._fail(failure)
             self._unwritten.clear()
             self._backlog = 0
         else:
-            self._size = self._size or len(MAGIC)
             for entry, payload in batch:
                 self._index.note(entry.seq, self._size)
                 self._size += RECORD_HEADER + len(payload)
