@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from hivewire.tokenfile import default_state_dir
+
 from . import __version__
 from .catalog import CatalogUnavailable, bundled_catalog
 from .remote import build_index
@@ -20,7 +22,6 @@ from .retention import (
     parse_size,
 )
 from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
-from .tokenfile import default_state_dir
 
 
 def catalog_location(ctx: click.Context, param: click.Parameter, value: object) -> Path | str:

@@ -33,14 +33,16 @@ from typing import Any
 
 import trio
 
-from .catalog import Catalog, check_worker_name, load_recipe
+from hivewire.names import WORKER_DOWNLOAD, check_worker_name
+from hivewire.protocol import Stream
+
+from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
-from .protocol import Stream
 
 log = logging.getLogger("hive.install")
 
-OPERATION = "worker_download"
+OPERATION = WORKER_DOWNLOAD
 MANIFEST = ".hive-manifest.json"
 
 #: The part of the hive's environment a build may see. Everything else (tokens,

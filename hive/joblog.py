@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from hivewire.protocol import ControlEvent, Stream
+
 from .logfile import (
     MAGIC,
     MAX_RECORD,
@@ -58,7 +60,6 @@ from .logfile import (
     scan_log,
     write_all,
 )
-from .protocol import ControlEvent, Stream
 
 __all__ = ["JobLog", "LogEntry", "LogUnavailable", "OutputEntry"]
 

@@ -38,11 +38,12 @@ from typing import Any
 
 import trio
 
+from hivewire.protocol import MAX_FRAME_PAYLOAD, Stream
+
 from .containment import Containment
 from .joblog import JobLog
 from .logfile import LogCorrupt, settle_log
 from .proctree import TeardownReport
-from .protocol import MAX_FRAME_PAYLOAD, Stream
 from .retention import RetainedJob, Retention
 from .store import JobRecord, JobStore
 

@@ -6,7 +6,7 @@ A job log is one append-only file per job::
     record, record, ...        in seq order, seq 1, 2, 3, ... with no gap
 
     record = header (>BQI: kind, seq, length) + payload of `length` bytes
-    kind   = 1 stdout, 2 stderr (the :class:`~hive.protocol.Stream` values),
+    kind   = 1 stdout, 2 stderr (the :class:`~hivewire.protocol.Stream` values),
              3 control (payload: the event's JSON body without its seq, UTF-8)
 
 Output is stored as the exact bytes the job wrote, in the chunks the hive read
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .protocol import ControlEvent, Stream
+from hivewire.protocol import ControlEvent, Stream
 
 MAGIC = b"HIVELOG\x01"
 RECORD = struct.Struct(">BQI")

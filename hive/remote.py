@@ -40,8 +40,10 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 import trio
 
+from hivewire.names import InvalidWorkerName, check_worker_name
+
 from . import __version__
-from .catalog import Catalog, CatalogUnavailable, InvalidWorkerName, check_worker_name
+from .catalog import Catalog, CatalogUnavailable
 
 log = logging.getLogger("hive.catalog")
 

@@ -23,6 +23,14 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from hivewire.tokenfile import (
+    TokenFileError,
+    default_state_dir,
+    is_loopback_host,
+    load_or_create_token,
+    token_path,
+)
+
 from .api import create_app
 from .api.auth import Access
 from .catalog import Catalog, bundled_catalog
@@ -32,13 +40,6 @@ from .jobs import JobEngine
 from .remote import open_catalog
 from .retention import Retention
 from .services import Services
-from .tokenfile import (
-    TokenFileError,
-    default_state_dir,
-    is_loopback_host,
-    load_or_create_token,
-    token_path,
-)
 
 log = logging.getLogger("hive")
 

@@ -25,8 +25,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from hive.catalog import InvalidWorkerName, check_worker_name
-from hive.protocol import API_VERSION, Frame, ProtocolError, decode_frame
+from hivewire.names import WORKER_DOWNLOAD, InvalidWorkerName, check_worker_name
+from hivewire.protocol import API_VERSION, Frame, ProtocolError, decode_frame
 
 from . import __version__
 
@@ -202,7 +202,7 @@ class HiveClient:
     async def submit(
         self, worker: str, *, force: bool = False, skip_check: bool = False
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"operation": "worker_download", "worker": worker}
+        body: dict[str, Any] = {"operation": WORKER_DOWNLOAD, "worker": worker}
         if force:
             body["force"] = True
         if skip_check:

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from hive.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
+from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
 
 from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
 from .console import Console, human_duration

@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 from trio_websocket import open_websocket_url
 
-from hive.protocol import ControlEvent, OutputChunk, ResumeCursor, Stream, decode_frame
+from hivewire.protocol import ControlEvent, OutputChunk, ResumeCursor, Stream, decode_frame
 
 from .support import Hive, job_processes, keeper, keeper_process, running_hive
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from hive.protocol import ControlEvent, OutputChunk, Stream, decode_frame
+from hivewire.protocol import ControlEvent, OutputChunk, Stream, decode_frame
 
 from .support import (
     Hive,

@@ -20,7 +20,7 @@ from hive.joblog import (
     OutputEntry,
 )
 from hive.logfile import MAGIC, MAX_RECORD, RECORD, scan_log, settle_log
-from hive.protocol import ControlEvent, Stream
+from hivewire.protocol import ControlEvent, Stream
 
 MiB = 1024 * 1024
 

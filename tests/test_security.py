@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from hive.install import ENV_ALLOW
-from hive.tokenfile import TokenFileError, load_or_create_token, read_token
+from hivewire.tokenfile import TokenFileError, load_or_create_token, read_token
 from keeper.auth import parse_listeners
 from keeper.client import ExitCode
 

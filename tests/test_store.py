@@ -11,7 +11,9 @@ import pytest
 from hive.jobs import INTERRUPTED_REASON, Job, JobLog, log_path, mark_interrupted
 from hive.logfile import scan_log
 from hive.proctree import TeardownReport
-from hive.protocol import (
+from hive.retention import RetainedJob, Retention, parse_size
+from hive.store import JobRecord, JobStore
+from hivewire.protocol import (
     ControlEvent,
     OutputChunk,
     ProtocolError,
@@ -21,8 +23,6 @@ from hive.protocol import (
     decode_frame,
     encode_start,
 )
-from hive.retention import RetainedJob, Retention, parse_size
-from hive.store import JobRecord, JobStore
 
 
 def record(job_id: str, state: str, **changes: object) -> JobRecord:

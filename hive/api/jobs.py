@@ -10,11 +10,8 @@ from dataclasses import dataclass
 import trio
 from quart import Blueprint, Response, jsonify, request, websocket
 
-from ..catalog import InvalidWorkerName, UnknownWorker
-from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
-from ..joblog import LogEntry, LogUnavailable, OutputEntry
-from ..jobs import Job, JobAlreadyEnded, JobNotFound
-from ..protocol import (
+from hivewire.names import InvalidWorkerName
+from hivewire.protocol import (
     ControlEvent,
     Stream,
     coalesce,
@@ -23,6 +20,11 @@ from ..protocol import (
     encode_start,
     output_event_json,
 )
+
+from ..catalog import UnknownWorker
+from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
+from ..joblog import LogEntry, LogUnavailable, OutputEntry
+from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from .context import services
 from .errors import ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object
@@ -131,7 +133,7 @@ async def job_log(job_id: str) -> Response:
 @accepts("since", "format", "tail_lines")
 async def stream(job_id: str) -> None:
     """Query: ``since=SEQ`` (default 0) or ``since=latest``, or ``tail_lines=N``;
-    ``format=binary|json``. See :mod:`hive.protocol`."""
+    ``format=binary|json``. See :mod:`hivewire.protocol`."""
     await websocket.accept()
     try:
         fmt = websocket.args.get("format", "binary")

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from hive.protocol import ControlEvent, OutputChunk, Stream, decode_frame
+from hivewire.protocol import ControlEvent, OutputChunk, Stream, decode_frame
 
 from ..support import Hive, job_processes
 
