@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from hive.install import job_environment
-from hive.proctree import ProcStat, read_stat, snapshot
+from hive.procfs import ProcStat, read_stat, snapshot
 from keeper.client import HiveClient
 
 ROOT = Path(__file__).resolve().parent.parent

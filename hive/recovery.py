@@ -28,17 +28,8 @@ from typing import Any
 import trio
 
 from .cgroups import HiveCgroups, JobCgroup
-from .proctree import (
-    JobIdentity,
-    ProcStat,
-    TeardownReport,
-    TreeKiller,
-    candidates,
-    job_marker,
-    marked_pids,
-    read_stat,
-    snapshot,
-)
+from .procfs import ProcStat, job_marker, marked_pids, read_stat, snapshot
+from .proctree import JobIdentity, TeardownReport, TreeKiller, candidates
 
 log = logging.getLogger("hive.recovery")
 
