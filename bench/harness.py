@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from hive.install import job_environment
+from hive.jobsandbox import job_environment
 from hive.procfs import ProcStat, read_stat, snapshot
 from keeper.client import HiveClient
 
