@@ -40,8 +40,14 @@ class ProcStat:
 
     @property
     def dead(self) -> bool:
-        """A zombie (or dying) process has exited: it only waits to be reaped."""
-        return self.state in ("Z", "X", "x")
+        """Whether the process has exited and only waits to be reaped.
+
+        The state is the main thread's: a process whose main thread called
+        ``pthread_exit`` shows ``Z`` while its other threads run on. The kernel
+        keeps such a leader (a zombie) in the thread count until the last
+        thread exits, so a zombie that counts more than one thread is alive.
+        """
+        return self.state in ("Z", "X", "x") and self.threads <= 1
 
 
 def parse_stat(text: str | bytes) -> ProcStat:
@@ -173,3 +179,15 @@ def children_of(pid: int, stat: ProcStat | None = None) -> list[int]:
 def own_children() -> list[int]:
     """The children of this process (every thread's)."""
     return children_of(os.getpid())
+
+
+def pid_namespace(pid: int) -> int | None:
+    """The inode of the PID namespace ``pid`` is in (None if it is gone or not ours).
+
+    ``stat`` of ``/proc/PID/ns/pid`` needs no file descriptor, so it works
+    even when the hive has none left.
+    """
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
