@@ -128,7 +128,10 @@ class JobTree:
             self._job_id, process.pid, process.pid, stat.start_time if stat else 0
         )
         if pid_read >= 0:
-            init_pid = await _read_init_pid(pid_read)
+            # Shielded: once the leader runs, the job must learn its init even
+            # if it is cancelled meanwhile, or nothing would tear the job down.
+            with trio.CancelScope(shield=True):
+                init_pid = await _read_init_pid(pid_read)
             if init_pid is not None:
                 self._namespace = NamespaceInit.open(
                     init_pid, not_before=self._identity.leader_start_time

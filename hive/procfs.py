@@ -112,7 +112,23 @@ def marked_pids(pids: Iterable[int], marker: bytes) -> set[int]:
 def has_marker(pid: int, marker: bytes) -> bool:
     """Whether the environment of ``pid`` carries ``marker`` (False if unreadable)."""
     environ = read_proc_file(f"/proc/{pid}/environ")
+    if not environ and (stat := read_stat(pid)) is not None and stat.state == "Z":
+        # A process whose main thread has exited has no environment of its own
+        # to show (ESRCH): its live threads share it.
+        environ = _threads_environ(pid)
     return environ is not None and environ_has(environ, marker)
+
+
+def _threads_environ(pid: int) -> bytes | None:
+    try:
+        tids = [tid for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
+    for tid in tids:
+        environ = read_proc_file(f"/proc/{pid}/task/{tid}/environ")
+        if environ:
+            return environ
+    return None
 
 
 def read_proc_file(path: str, size: int = 64 * 1024) -> bytes | None:

@@ -59,14 +59,20 @@ class Proc:
         return self._state() == "Z"
 
 
-def job_namespace(leader: int) -> int | None:
-    """The PID namespace of the job whose leader is ``leader`` (its children's),
-    if it is not ours; None if the job has none."""
-    try:
-        theirs = os.stat(f"/proc/{leader}/ns/pid_for_children").st_ino
-    except OSError:
-        return None
-    return None if theirs == os.stat("/proc/self/ns/pid").st_ino else theirs
+def job_namespace(leader: int, job_id: str) -> int | None:
+    """The PID namespace of a job, if it is not ours: that of the leader's
+    children, or (once the leader is gone) of a process with the job's marker;
+    None if the job has none."""
+    ours = os.stat("/proc/self/ns/pid").st_ino
+    paths = [f"/proc/{leader}/ns/pid_for_children"]
+    paths += [f"/proc/{pid}/ns/pid" for pid in job_processes(job_id)]
+    for path in paths:
+        try:
+            theirs = os.stat(path).st_ino
+        except OSError:
+            continue
+        return None if theirs == ours else theirs
+    return None
 
 
 def host_pid(pid: int, namespace: int | None) -> int:
@@ -211,7 +217,7 @@ class Watch:
         namespace = None
         if self._job is not None:
             job = await get_job(*self._job)
-            namespace = job_namespace(job["pgid"]) if job["pgid"] else None
+            namespace = job_namespace(job["pgid"], job["id"]) if job["pgid"] else None
         found = [Proc.of(host_pid(int(pid), namespace)) for pid in PID_LINE.findall(self.stdout)]
         return [proc for proc in found if proc is not None]
 
