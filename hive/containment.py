@@ -50,6 +50,8 @@ NO_NAMESPACE_LIMIT = (
     "no PID namespace: 'nothing left' rests on scans of /proc, not on the kernel's word"
 )
 
+NO_PIDS_LIMIT = "no pids controller and no user of its own: a fork bomb is bounded by the machine"
+
 #: How long the leader may take to name its namespace's init.
 INIT_PID_TIMEOUT = 10.0
 
@@ -264,10 +266,17 @@ async def open_containment(
         limits.append(NO_CGROUP_LIMIT)
     layers.append(RECOVERY)
     pids_limited = cgroups is not None and cgroups.has(cgroup_support.PIDS)
+    user = build_user if os.geteuid() == 0 else None
+    # RLIMIT_NPROC counts every process of the build's user: a bound per job
+    # only for a user of its own (the build user) or in a user namespace of
+    # its own (counted per namespace); a hive's own user has other processes.
+    nproc_per_job = user is not None or (namespace and os.geteuid() != 0)
+    if not pids_limited and not nproc_per_job:
+        limits.append(NO_PIDS_LIMIT)
     sandbox = JobSandbox(
         namespace=namespace,
-        user=build_user if os.geteuid() == 0 else None,
-        nproc=None if pids_limited else max_pids,
+        user=user,
+        nproc=max_pids if not pids_limited and nproc_per_job else None,
     )
     log.info(
         "teardown: %s; namespaces: %s; cgroups: %s; recipe code runs as %s%s%s",

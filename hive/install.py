@@ -47,7 +47,7 @@ from hivewire.protocol import Stream
 
 from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
-from .jobsandbox import BuildUser, job_environment
+from .jobsandbox import BuildUser, job_environment, which_for
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
 
 log = logging.getLogger("hive.install")
@@ -126,7 +126,10 @@ class Installer:
         self.build_user = build_user
         #: The build user must reach its build dir, and the state dir is the
         #: hive's alone (0700): builds of another user live elsewhere.
-        self.builds = state_dir / "builds" if build_user is None else _shared_build_root(state_dir)
+        self.builds = build_root(state_dir, shared=build_user is not None)
+        #: Where builds of the hive's own user were (a hive restarted with another
+        #: build user may find leftovers there).
+        self._private_builds = build_root(state_dir, shared=False)
         self.workers = state_dir / "workers"
         #: worker -> its install job; None while the request is being prepared.
         self._active: dict[str, Job | None] = {}
@@ -135,7 +138,12 @@ class Installer:
         """Remove what a hive that died mid-install left: build dirs, and
         versions that were being replaced or removed. Call before any job runs.
         Returns how many directories were removed."""
-        leftovers = list(self.builds.iterdir()) if self.builds.is_dir() else []
+        leftovers = [
+            path
+            for root in dict.fromkeys([self.builds, self._private_builds])
+            if root.is_dir()
+            for path in root.iterdir()
+        ]
         if self.workers.is_dir():
             leftovers += self.workers.glob(f"{_TRASH}*")
             leftovers += self.workers.glob(f"*/{_TRASH}*")
@@ -184,7 +192,9 @@ class Installer:
             if not force and (target / MANIFEST).is_file():
                 await trio.to_thread.run_sync(_remove_tree, build_dir)
                 return self._start(worker, self._already_installed(recipe, target))
-            missing = missing_dependencies(recipe)
+            # As the build will look for them: a root hive's build user cannot
+            # run what is installed in root's home.
+            missing = missing_dependencies(recipe, which=which_for(self.build_user))
             if missing:
                 raise MissingDependencies(worker, missing)
             env = job_environment(self.build_user, home=build_dir)
@@ -302,9 +312,12 @@ def _stage(job: Job, text: str) -> None:
     job.log.append_output(Stream.STDOUT, f"==> {text}\n".encode())
 
 
-def _shared_build_root(state_dir: Path) -> Path:
-    """Where a root hive's build user builds: named after the state dir, in the
-    temporary directory (which every user can reach)."""
+def build_root(state_dir: Path, *, shared: bool) -> Path:
+    """Where builds happen: in the state dir, or (``shared``: a build user's)
+    in the temporary directory, which every user can reach, under a name
+    derived from the state dir."""
+    if not shared:
+        return state_dir / "builds"
     tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"hive-builds-{tag}"
 

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,42 @@ class BuildUser:
         if entry.pw_uid == 0 or entry.pw_gid == 0:
             raise BuildUserError(f"the build user must not be root: {name!r} (--build-user)")
         return cls(name, entry.pw_uid, entry.pw_gid)
+
+
+def usable_by(path: Path, user: BuildUser) -> bool:
+    """Whether ``user`` can reach and run ``path`` (by its permission bits: every
+    directory on the way searchable, the file executable); a toolchain in
+    root's home (``/root/.cargo/bin``) is not, for ``nobody``."""
+
+    def allowed(mode: int, uid: int, gid: int, bit: int) -> bool:
+        if uid == user.uid:
+            return bool(mode & (bit << 6))
+        if gid == user.gid:
+            return bool(mode & (bit << 3))
+        return bool(mode & bit)
+
+    try:
+        target = path.resolve(strict=True)
+        for directory in reversed(target.parents):
+            info = directory.stat()
+            if not allowed(info.st_mode, info.st_uid, info.st_gid, 1):
+                return False
+        info = target.stat()
+    except OSError:
+        return False
+    return allowed(info.st_mode, info.st_uid, info.st_gid, 1)
+
+
+def which_for(user: BuildUser | None) -> Callable[[str], str | None]:
+    """``shutil.which``, as ``user`` would find it (None: as the hive)."""
+    if user is None:
+        return shutil.which
+
+    def which(command: str) -> str | None:
+        found = shutil.which(command)
+        return found if found is not None and usable_by(Path(found), user) else None
+
+    return which
 
 
 def job_environment(user: BuildUser | None = None, home: Path | None = None) -> dict[str, str]:
