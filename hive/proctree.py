@@ -497,7 +497,7 @@ class TreeKiller:
         report = TeardownReport(layers=list(self._layers), limits=list(self._limits))
         try:
             await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
-            if self._alive() or self._blind or self._populated():
+            if self._alive() or self._blind or self._populated() or self._init_running():
                 await self._phase(signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report)
             if not self._verified:
                 # The verifying pass: a fresh full scan by every layer, and the pidfds.
@@ -577,6 +577,9 @@ class TreeKiller:
             return None
         return pgid
 
+    def _init_running(self) -> bool:
+        return self._namespace is not None and not self._namespace.exited()
+
     def _in_namespace(self, pids: Iterable[int]) -> set[int]:
         namespace = self._namespace
         if namespace is None or namespace.namespace is None:
@@ -647,10 +650,13 @@ class TreeKiller:
             in_namespace=in_namespace,
             known=[*self._tracked, *init],
         )
+        # The namespace's init is the hive's, as the hive itself is: it is
+        # awaited and killed through its own pidfd, not counted as the job's.
+        ours = {os.getpid(), *init}
         fresh = {
             pid: layers
             for pid, layers in members.items()
-            if pid not in self._tracked and pid != os.getpid()
+            if pid not in self._tracked and pid not in ours
         }
         struck = self._strike(strike) if strike is not None else None
         new: list[_Tracked] = []
@@ -714,7 +720,7 @@ class TreeKiller:
             report.namespace_kill = True
             self._notify(f"killed the PID namespace of job {self._job.job_id} (its init)")
             for tracked in self._alive():
-                if Layer.NAMESPACE in tracked.layers or tracked.pid == namespace.pid:
+                if Layer.NAMESPACE in tracked.layers:
                     tracked.struck_by = sig
         for tracked in self._alive():
             if sig in tracked.signals:
@@ -791,7 +797,7 @@ class TreeKiller:
         late = 0
         try:
             while True:
-                if self._alive() or self._blind:
+                if self._alive() or self._blind or self._init_running():
                     if trio.current_time() >= deadline:
                         return
                     with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
@@ -799,8 +805,10 @@ class TreeKiller:
                 self._poll_exits(report)
                 if self._blind and self._namespace is not None and self._namespace.exited():
                     return
-                if self._alive():
-                    # A member outlived the rescan interval: look for its new children.
+                if self._alive() or self._init_running():
+                    # A member outlived the rescan interval, or the init has a
+                    # child we do not know of: look for new ones. (The init
+                    # exits once it has no child left: that is the verdict.)
                     self._discover(full=not self._walk)
                 else:
                     if self._reaper is not None:
@@ -826,7 +834,8 @@ class TreeKiller:
         asked every few milliseconds instead.
         """
         pending = {tracked.pidfd for tracked in self._alive()}
-        if self._namespace is not None and self._namespace.pidfd >= 0:
+        if self._init_running():
+            assert self._namespace is not None
             pending.add(self._namespace.pidfd)
         try:
             ready = select.epoll()

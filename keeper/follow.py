@@ -57,12 +57,12 @@ def describe_usage(teardown: dict[str, Any] | None) -> str:
     """The job's CPU time, peak memory and peak task count, as far as known."""
     usage = (teardown or {}).get("usage") or {}
     parts = []
-    if isinstance(cpu := usage.get("cpu_seconds"), int | float):
-        parts.append(f"{cpu:.2f} s CPU")
     if isinstance(memory := usage.get("memory_peak"), int):
-        parts.append(f"{memory / 2**20:.1f} MiB peak memory")
+        parts.append(f"peak memory {memory / 2**20:.1f} MiB")
+    if isinstance(cpu := usage.get("cpu_seconds"), int | float):
+        parts.append(f"CPU {cpu:.2f} s")
     if isinstance(tasks := usage.get("tasks_peak"), int):
-        parts.append(f"{tasks} tasks at most")
+        parts.append(f"at most {tasks} tasks")
     return ", ".join(parts)
 
 

@@ -58,9 +58,9 @@ export function describeTeardown(t) {
 export function describeUsage(t) {
   const u = (t && t.usage) || {};
   const parts = [];
-  if (typeof u.cpu_seconds === "number") parts.push(`${u.cpu_seconds.toFixed(2)} s CPU`);
-  if (typeof u.memory_peak === "number") parts.push(`${(u.memory_peak / 2 ** 20).toFixed(1)} MiB peak memory`);
-  if (typeof u.tasks_peak === "number") parts.push(`${u.tasks_peak} tasks at most`);
+  if (typeof u.memory_peak === "number") parts.push(`peak memory ${(u.memory_peak / 2 ** 20).toFixed(1)} MiB`);
+  if (typeof u.cpu_seconds === "number") parts.push(`CPU ${u.cpu_seconds.toFixed(2)} s`);
+  if (typeof u.tasks_peak === "number") parts.push(`at most ${u.tasks_peak} tasks`);
   return parts.join(", ");
 }
 
