@@ -7,9 +7,18 @@ follower: a slow follower only falls further behind in the log, it never slows
 the job.
 
 Followers read everything after the seq they already have and then wait for
-more. Those that keep up are served from a bounded in-memory tail of the most
-recent entries, so live following costs no disk read; one that falls behind the
-tail reads from the file, in bounded batches, in a worker thread. Either way a
+more, but only what the log *file* already holds: an entry is shown to a
+follower once its ``writev`` returned, so that a crash of the hive (SIGKILL,
+OOM) can never take back a seq a follower saw — the page cache survives the
+process, and the next hive finds the entry in the file. (A machine crash can
+still lose what was not fsynced; the hive fsyncs at the end of every job.) The
+cost is one writer round trip before a line reaches followers, measured in
+BENCHMARKS.md (line latency). The one exception is a log whose writes failed
+(disk full): its last control events, which tell followers why the job failed,
+are shown from memory. Followers that keep up are served from a bounded
+in-memory tail of the most recent entries, so live following costs no disk
+read; one that falls behind the tail reads from the file, in bounded batches,
+in a worker thread. Either way a
 follower holds at most one batch, so neither a slow follower nor a line of a
 hundred megabytes without a newline grows the hive's memory.
 
@@ -144,7 +153,14 @@ class JobLog:
 
     @property
     def last_seq(self) -> int:
-        return self._last_seq
+        """The newest seq followers may see: on disk (or anything, once writing failed)."""
+        return self._last_seq if self.error is not None else self._disk_seq
+
+    @property
+    def ends(self) -> bool:
+        """Whether the last entry followers may see is the ``end`` event (for a log
+        of an earlier hive: known once it was read)."""
+        return self._ends and self.last_seq == self._last_seq
 
     @property
     def closed(self) -> bool:
@@ -273,6 +289,7 @@ class JobLog:
                 self._backlog -= len(payload)
             self._disk_seq = batch[-1][0].seq
             self._evict(0 if self._closed else TAIL_BYTES)
+        self._wake()  # followers see what reached the file (or, after a failure, everything)
         self._progress.set()
         self._progress = trio.Event()
         if self.error is not None and self.on_failure is not None and not self._closed:
@@ -297,7 +314,8 @@ class JobLog:
         self._tail.append((entry, len(payload) + ENTRY_COST))
         self._tail_cost += len(payload) + ENTRY_COST
         self._evict(TAIL_BYTES)
-        self._wake()
+        if self.error is not None:
+            self._wake()  # no writer any more: followers see it from memory
         return entry.seq
 
     def _fail(self, exc: OSError) -> None:
@@ -335,7 +353,7 @@ class JobLog:
         Empty only if there is nothing after ``since`` (yet)."""
         await self._ensure_index()
         since = max(since, 0)
-        if since >= self._last_seq:
+        if since >= self.last_seq:
             return []
         first = self._tail_first()
         if since + 1 >= first:
@@ -350,8 +368,8 @@ class JobLog:
             if batch:
                 position = batch[-1].seq
                 yield batch
-            elif self._closed:
-                return
+            elif self._closed and self.last_seq == self._last_seq:
+                return  # everything there will ever be, and it is shown
             else:
                 await self._grown.wait()
 
@@ -375,8 +393,9 @@ class JobLog:
     async def latest(self) -> int:
         """The ``since`` that skips everything so far but a final ``end`` event,
         which every follower must get."""
+        await self.flush()
         await self._ensure_index()
-        return self._last_seq - 1 if self._closed or self._ends else self._last_seq
+        return self.last_seq - 1 if self.ends else self.last_seq
 
     async def tail_start(self, lines: int) -> tuple[int, int]:
         """Where a stream that starts with the last ``lines`` lines of stdout
@@ -402,7 +421,8 @@ class JobLog:
         batch: list[LogEntry] = []
         taken = 0
         tail = self._tail
-        while start < len(tail) and taken < max_bytes:
+        end = len(tail) - (self._last_seq - self.last_seq)  # not past what followers may see
+        while start < end and taken < max_bytes:
             entry, cost = tail[start]
             batch.append(entry)
             taken += cost
@@ -432,6 +452,7 @@ class JobLog:
             scan = await self._in_thread(partial(scan_log, self.path))
             self._index, self._size, self._bytes = scan.index, scan.size, scan.bytes
             self._last_seq = self._disk_seq = scan.last_seq
+            self._ends = (scan.last_control or {}).get("type") == "end"
             self._indexed = True
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
