@@ -390,6 +390,12 @@ class JobLog:
                 assert isinstance(entry, OutputEntry)
                 yield entry.data
 
+    async def shown(self) -> tuple[int, bool]:
+        """``(last_seq, ends)``: the newest seq followers may see and whether it
+        is the ``end`` event (reading an earlier hive's log first, if need be)."""
+        await self._ensure_index()
+        return self.last_seq, self.ends
+
     async def latest(self) -> int:
         """The ``since`` that skips everything so far but a final ``end`` event,
         which every follower must get."""
