@@ -40,6 +40,7 @@ import trio
 
 from hivewire.protocol import MAX_FRAME_PAYLOAD, Stream
 
+from . import faults
 from .containment import Containment
 from .joblog import JobLog
 from .logfile import LogCorrupt, settle_log
@@ -123,6 +124,11 @@ class JobSpec:
     finish: Callable[[Job], Awaitable[None]] | None = None
     #: Runs whatever the outcome, after ``finish`` (e.g. removing a build dir).
     cleanup: Callable[[Job], Awaitable[None]] | None = None
+    #: Runs once the job's ``end`` event is in its log, before :attr:`Job.ended`
+    #: is set: what must follow the outcome being on record (the install's old
+    #: version goes, or its new one is rolled back). A restarted hive does the
+    #: same from the log for a job whose hive died before this ran.
+    settled: Callable[[Job], Awaitable[None]] | None = None
 
 
 def _now() -> str:
@@ -602,9 +608,15 @@ class JobEngine:
         )
         with contextlib.suppress(OSError):  # logged; the record says the log is incomplete
             await job.log.sync()
+        faults.point("job:end-logged")
         job.log.close()
         assert self._store is not None
         await self._store.save(job.to_record())
+        if job.spec.settled is not None:
+            try:
+                await job.spec.settled(job)
+            except Exception:
+                log.exception("job %s: settling its outcome failed", job.id)
         job.ended.set()
         self._retention_due.set()
         teardown = job.teardown
