@@ -90,6 +90,11 @@ WRITE_BACKLOG = 4 * 1024 * 1024
 WRITE_BATCH = 1024 * 1024
 WRITE_RECORDS = 512
 
+#: A batch this small is written on the event loop: a copy of a few KB into
+#: the page cache costs less than the hop to a worker thread and back, and
+#: followers wait for that write before they see a line.
+INLINE_WRITE = 16 * 1024
+
 #: Most payload bytes one read hands a follower (one record may exceed it).
 BATCH_BYTES = 1024 * 1024
 
@@ -273,7 +278,11 @@ class JobLog:
             parts += (record_header(entry_kind(entry), entry.seq, len(payload)), payload)
         failure: OSError | None = None
         try:
-            await trio.to_thread.run_sync(self._write_parts, parts)
+            if self._fd is not None and sum(map(len, parts)) <= INLINE_WRITE:
+                self._write_parts(parts)
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.to_thread.run_sync(self._write_parts, parts)
         except OSError as exc:
             failure = exc
         if self._fd is not None and self._size == 0:
