@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -275,3 +276,116 @@ async def test_hive_uses_a_delegated_cgroup_without_root(
     else:
         assert f"cannot create {unit_cgroup}/hive-" in text, text
         assert ", cgroup," not in text, text
+
+
+# --- the DaemonSet's container, imitated ------------------------------------------
+
+#: What a container runtime gives the DaemonSet's container, made here with
+#: util-linux: its own cgroup (``$0``) seen through a cgroup namespace and mounted
+#: read-only at /sys/fs/cgroup (no other cgroup mount), its own PID namespace (the
+#: hive ends up PID 1), network namespace and /proc, a writable /var/lib/hive (the
+#: hostPath), the Secrets at /run/secrets (``$1``), and only the capabilities in
+#: ``$3`` (``,+sys_admin`` or nothing). The rest is the container's command and args.
+POD = r"""
+set -e
+echo $$ > "$0/cgroup.procs"
+exec unshare --mount --cgroup --pid --net --fork --propagation private sh -ec '
+ip link set lo up
+mount -t proc proc /proc
+if mountpoint -q /sys/fs/cgroup; then umount -R /sys/fs/cgroup; fi
+mount -t cgroup2 -o ro,nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mkdir /var/lib/hive
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir /run/secrets
+mount --bind "$0" /run/secrets
+export PATH="$1:$PATH"
+keep=$2
+shift 2
+exec setpriv --bounding-set="-all$keep" --inh-caps=-all "$@"
+' "$@"
+"""
+
+
+def secret_volume(folder: Path, files: dict[str, bytes]) -> None:
+    """A Secret volume as the kubelet writes it: files in ``..data/``, symlinks to them."""
+    data = folder / "..data"
+    data.mkdir(parents=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+        (data / name).chmod(0o400)
+        (folder / name).symlink_to(Path("..data") / name)
+
+
+def child_of(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return None
+    return int(children[0]) if children else None
+
+
+@pytest.mark.parametrize("capability", ["SYS_ADMIN", None], ids=["sys-admin", "no-capability"])
+async def test_daemonset_container(
+    unit_cgroup: Path, tmp_path: Path, node_certificate: tuple[Path, Path], capability: str | None
+) -> None:
+    """The DaemonSet's own command and readiness probe, in a container made of the
+    namespaces a runtime would give it: with CAP_SYS_ADMIN alone the hive remounts
+    its cgroup tree and runs the cgroup layer; without it, it runs the other layers
+    and says so. Both are ready."""
+    for tool in ("unshare", "nsenter", "setpriv", "ip"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    container = daemonset_container()
+    cert, key = node_certificate
+    secrets = tmp_path / "secrets"
+    secret_volume(secrets / "hive-token", {"token": b"k8s-secret-token-0123456789\n"})
+    secret_volume(secrets / "hive-tls", {"tls.crt": cert.read_bytes(), "tls.key": key.read_bytes()})
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {"NODE_NAME": "node-a.example", "PATH": os.environ["PATH"]}
+    keep = f",+{capability.lower()}" if capability else ""
+    argv = [
+        "sh", "-c", POD, str(unit_cgroup), str(secrets), str(VENV_BIN), keep,
+        *container["command"], *container["args"],
+    ]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env
+    )
+    log = b""
+    probe = None
+    try:
+        assert process.stderr is not None
+        with trio.fail_after(START_TIMEOUT):
+            while b" ready on " not in log:
+                chunk = await process.stderr.receive_some(65536)
+                assert chunk, log.decode()
+                log += chunk
+        hive_pid = child_of(process.pid)
+        assert hive_pid is not None
+        # The kubelet runs the probe inside the container: its namespaces, its env.
+        command = container["readinessProbe"]["exec"]["command"]
+        enter = ["nsenter", f"--target={hive_pid}", "--mount", "--net", "--pid"]
+        with trio.fail_after(START_TIMEOUT):
+            probe = await trio.run_process(
+                [*enter, sys.executable, *command[1:]], env=env, capture_stderr=True, check=False
+            )
+        os.kill(hive_pid, signal.SIGTERM)
+        with trio.fail_after(STOP_TIMEOUT):
+            await process.wait()
+        while chunk := await process.stderr.receive_some(65536):
+            log += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = log.decode()
+    assert probe is not None and probe.returncode == 0, probe.stderr.decode() + text
+    assert "ready on https://0.0.0.0:7835" in text and "Traceback" not in text, text
+    layers = text.partition("teardown layers: ")[2].partition(")")[0].split(", ")
+    if capability:
+        assert "cgroups: cgroup v2 at /sys/fs/cgroup/hive-" in text, text
+        assert "cgroup" in layers, text
+    else:
+        assert "stays read-only: no cgroup layer" in text, text
+        assert "cgroup" not in layers and "Read-only file system" in text, text
+    assert "received SIGTERM" in text, text
