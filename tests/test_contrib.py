@@ -284,8 +284,9 @@ async def test_hive_uses_a_delegated_cgroup_without_root(
 #: util-linux: its own cgroup (``$0``) seen through a cgroup namespace and mounted
 #: read-only at /sys/fs/cgroup (no other cgroup mount), its own PID namespace (the
 #: hive ends up PID 1), network namespace and /proc, a writable /var/lib/hive (the
-#: hostPath), the Secrets at /run/secrets (``$1``), and only the capabilities in
-#: ``$3`` (``,+sys_admin`` or nothing). The rest is the container's command and args.
+#: hostPath), the Secrets at /run/secrets (``$1``), an emptyDir on /tmp, a read-only
+#: root filesystem, and only the capabilities in ``$3`` (``,+sys_admin`` or
+#: nothing). The rest is the container's command and args.
 POD = r"""
 set -e
 echo $$ > "$0/cgroup.procs"
@@ -299,6 +300,8 @@ mkdir /var/lib/hive
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir /run/secrets
 mount --bind "$0" /run/secrets
+mount -t tmpfs tmpfs /tmp
+mount -o remount,bind,ro /
 export PATH="$1:$PATH"
 keep=$2
 shift 2
