@@ -38,19 +38,17 @@ from hivewire.protocol import Stream
 
 from . import faults
 from .catalog import Catalog, load_recipe
-from .jobs import Job, JobEngine, JobFailure, JobSpec, JobState, log_path
-from .logfile import LogCorrupt, scan_log
+from .jobs import Job, JobEngine, JobFailure, JobSpec
+from .jobsandbox import job_environment
+from .logfile import LogCorrupt, log_path, scan_log
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
+from .store import JobState
 from .swap import MANIFEST, TRASH, Swap, commit, settle, stage, trash_paths
 from .swap import recover as recover_swaps
 
 log = logging.getLogger("hive.install")
 
 OPERATION = WORKER_DOWNLOAD
-
-#: The part of the hive's environment a build may see. Everything else (tokens,
-#: the operator's credentials) stays out of job processes.
-ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "TMPDIR")
 
 
 class RecipeBroken(ValueError):
@@ -81,10 +79,6 @@ class NotInstalled(LookupError):
 
 def makepkg_script() -> Path:
     return Path(str(resources.files("hive") / "makepkg.sh"))
-
-
-def job_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in ENV_ALLOW if name in os.environ}
 
 
 @dataclass(frozen=True)
