@@ -48,7 +48,7 @@ from .support import (
 )
 from .test_durable import INTERRUPTED, get_log, jobs_by_id, stream_url, submit
 from .test_end_to_end import ws_events
-from .test_install import pkgbuild, write
+from .test_install import builds_left, pkgbuild, write
 
 STOPPED_TIMEOUT = 20.0
 
@@ -321,7 +321,7 @@ async def test_an_install_killed_at_any_point_leaves_one_whole_version(
         expected_job = new_job if survivor == "new" else old_job
         assert jobs[new_job]["state"] == ("succeeded" if survivor == "new" else "interrupted")
         leftovers = [p.name for p in workers.iterdir() if p.name.startswith(".")]
-        assert leftovers == [] and os.listdir(state / "builds") == []
+        assert leftovers == [] and builds_left(hive) == []
         if expected_job is None:
             assert not (workers / "up").exists()  # a first install rolled back: nothing
             async with hive.client() as client:
