@@ -195,7 +195,7 @@ async def test_keeper_says_when_the_hive_lost_output_it_had_printed(tmp_path: Pa
             await kill(first)
             path = state / "logs" / f"{job_id}.log"
             scan = scan_log(path)
-            assert scan.last_seq > 50
+            assert scan.last_seq > 3  # more than the restart will append
             os.truncate(path, len(MAGIC))  # every record lost
             async with running_hive(state, extra=["--bind", f"127.0.0.1:{port}"]):
                 await no_processes_of(job_id)
