@@ -16,6 +16,7 @@ job ends.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import math
 import sqlite3
@@ -102,6 +103,8 @@ def _from_row(row: tuple[Any, ...]) -> JobRecord:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    # Created 0600 here: SQLite gives its -wal and -shm files the database's mode.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

@@ -324,7 +324,7 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
             code = getattr(reason, "code", None)
             text = getattr(reason, "reason", None) or ""
             if code is not None and 4400 <= code < 4500:
-                error = NotFound if code == 4404 else Refused
+                error = {4401: Unauthorized, 4404: NotFound}.get(code, Refused)
                 raise error(text or f"the hive closed the stream ({code})") from None
             raise StreamInterrupted(
                 f"stream closed before the job ended ({code}{': ' + text if text else ''})"

@@ -25,8 +25,16 @@ from ..catalog import UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
 from ..joblog import LogEntry, LogUnavailable, OutputEntry
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
-from .context import services
-from .errors import ApiError, fail, log_refusal, one_line
+from .context import pace, services
+from .errors import (
+    CLOSE_BASE,
+    FOLLOWER_GONE,
+    ApiError,
+    close_reason,
+    fail,
+    log_refusal,
+    one_line,
+)
 from .inputs import accepts, json_object
 
 blueprint = Blueprint("jobs", __name__)
@@ -34,18 +42,11 @@ blueprint = Blueprint("jobs", __name__)
 JOB_ID = re.compile(r"^[0-9a-f]{12}\Z")  # \Z: "$" would accept a final "\n"
 SUBMIT_FIELDS = frozenset({"operation", "worker", "force", "skip_check"})
 
-#: Websocket close codes for a refused stream: 4000 + the HTTP status.
-CLOSE_BASE = 4000
-
 #: The job's log cannot be read to its end (removed by retention, damaged).
 CLOSE_LOG_GONE = 4410
 
 #: After the ``end`` event, how long the client gets to close the websocket.
 CLIENT_CLOSE_WAIT = 5.0
-
-#: What sending to a follower that went away raises. It ends that follower,
-#: never the job.
-FOLLOWER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
 
 log = logging.getLogger("hive.api")
 
@@ -170,25 +171,23 @@ async def stream(job_id: str) -> None:
         log.debug("follower of job %s went away", job.id)
 
 
-def close_reason(text: str) -> str:
-    """A websocket close reason: one line of ASCII within the protocol's 123 bytes."""
-    return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
-
-
 async def _send_events(job: Job, since: int, skip: int, *, json_output: bool) -> bool:
     """Send the job's events after ``since`` (the first one without ``skip``
     bytes) until the log is closed; return whether the last was ``end``."""
     ended = False
-    async for batch in job.log.follow(since):
-        if skip:
-            first = batch[0]
-            assert isinstance(first, OutputEntry)
-            batch[0] = OutputEntry(first.seq, first.stream, first.data[skip:])
-            skip = 0
-        for frame in _frames(batch, json_output=json_output):
-            await websocket.send(frame)
-        last = batch[-1]
-        ended = isinstance(last, ControlEvent) and last.type == "end"
+    with pace().follower() as follower:
+        async for batch in job.log.follow(since):
+            if skip:
+                first = batch[0]
+                assert isinstance(first, OutputEntry)
+                batch[0] = OutputEntry(first.seq, first.stream, first.data[skip:])
+                skip = 0
+            for frame in _frames(batch, json_output=json_output):
+                await websocket.send(frame)
+            last = batch[-1]
+            ended = isinstance(last, ControlEvent) and last.type == "end"
+            if not ended:
+                await follower.sent()
     return ended
 
 

@@ -17,7 +17,7 @@ from werkzeug.exceptions import NotFound
 from .auth import public
 from .context import services
 from .inputs import accepts
-from .jobs import FOLLOWER_GONE
+from .errors import FOLLOWER_GONE
 
 blueprint = Blueprint("web", __name__)
 
