@@ -100,7 +100,9 @@ async def fanout(ctx: Context) -> list[Figure]:
                     await trio.sleep(1.0)  # the replays of the history are done
                     before_cpu, before = cpu_seconds(hive.pid), time.perf_counter()
                     busy_health += await time_health(client)
-                    cpu.append((cpu_seconds(hive.pid) - before_cpu) / (time.perf_counter() - before))
+                    cpu.append(
+                        (cpu_seconds(hive.pid) - before_cpu) / (time.perf_counter() - before)
+                    )
                     busy_cancel.append(await time_cancel(client, job_id))
                 finally:
                     if followers.stdin is not None:

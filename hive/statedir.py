@@ -52,9 +52,10 @@ def prepare_state_dir(path: Path) -> None:
                     continue
                 os.chmod(directory, 0o700)
             for entry in os.scandir(directory):
-                if entry.is_file(follow_symlinks=False) and stat.S_IMODE(
-                    entry.stat(follow_symlinks=False).st_mode
-                ) & 0o077:
+                if (
+                    entry.is_file(follow_symlinks=False)
+                    and stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) & 0o077
+                ):
                     os.chmod(entry.path, 0o600)
     except OSError as exc:
         raise StateDirError(f"cannot make the state dir {path} private: {exc}") from None

@@ -16,9 +16,9 @@ job ends.
 from __future__ import annotations
 
 import json
-import os
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager

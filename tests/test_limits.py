@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,9 @@ ALLOWED = FdLimit(NOFILE, NOFILE).max_websockets()
 FOLLOWERS = 130
 
 
-async def open_follower(hive: Hive, job_id: str) -> tuple[trio.SocketStream, int, dict[str, str], bytes]:
+async def open_follower(
+    hive: Hive, job_id: str
+) -> tuple[trio.SocketStream, int, dict[str, str], bytes]:
     """A follower by hand: (socket, status, headers, body) of the handshake's answer."""
     host, port = address(hive.url)
     stream = await trio.open_tcp_stream(host, port)
@@ -42,7 +43,9 @@ async def open_follower(hive: Hive, job_id: str) -> tuple[trio.SocketStream, int
     return stream, answer.status, answer.headers, answer.body
 
 
-async def attach(hive: Hive, job_id: str, count: int) -> tuple[list[trio.SocketStream], list[dict[str, str]]]:
+async def attach(
+    hive: Hive, job_id: str, count: int
+) -> tuple[list[trio.SocketStream], list[dict[str, str]]]:
     """Open ``count`` followers one by one; keep the accepted ones open. Returns
     them and the answers (headers + parsed body) of the refused ones."""
     accepted: list[trio.SocketStream] = []
@@ -183,7 +186,16 @@ async def test_a_state_dir_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(state, 65534, 65534)  # nobody
     with trio.fail_after(30):
         done = await trio.run_process(
-            [sys.executable, "-m", "hive", "serve", "--bind", "127.0.0.1:0", "--state-dir", str(state)],
+            [
+                sys.executable,
+                "-m",
+                "hive",
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--state-dir",
+                str(state),
+            ],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
