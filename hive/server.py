@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve as hypercorn_serve
 
 from hivewire.tokenfile import (
@@ -59,16 +61,45 @@ GRACEFUL_TIMEOUT = 2.0
 STUCK_CONNECTION_MARGIN = 3.0
 
 
+#: TCP keepalive of every connection (seconds): a peer that vanished is
+#: dropped after KEEPALIVE_IDLE + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL.
+KEEPALIVE_IDLE = 20
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+class _HypercornConfig(HypercornConfig):
+    """hypercorn's config, with TCP keepalive on the listening sockets.
+
+    Accepted sockets inherit it (Linux). It replaces hypercorn's websocket
+    pings: its ping task sleeps out its interval after the websocket has
+    closed, so every closed websocket kept its socket (a file descriptor) for
+    up to 20 s more, and a hive stopped after a client had just left waited
+    out its whole graceful timeout for that sleep. Keepalive probes also find
+    a vanished peer of a quiet connection, which pings only did once TCP gave
+    up retransmitting them.
+    """
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+        return sockets
+
+
 #: Connection limits (see docs/security.md): a connection that has not sent a
 #: complete request head within KEEP_ALIVE seconds is closed, whether it is
 #: idle between requests, silent since it connected, or trickling headers;
-#: request heads are capped; websockets are pinged so dead peers surface.
+#: request heads are capped; TCP keepalive finds dead peers.
 #: There is no read timeout: a ``DELETE ?wait=true`` legitimately sends nothing
 #: for up to the grace period; slow bodies are cut by Quart's BODY_TIMEOUT.
 KEEP_ALIVE = 5.0
 MAX_REQUEST_HEAD = 16 * 1024
 WEBSOCKET_MAX_MESSAGE = 64 * 1024
-WEBSOCKET_PING_INTERVAL = 20.0
 BACKLOG = 1024
 
 
@@ -210,16 +241,17 @@ async def _serve(
     layers = containment.layers
     max_websockets = config.max_websockets or fds.max_websockets()
     pace = Pace()
+    services = Services(
+        engine=engine, installer=installer, layers=layers, recovered=containment.recovered
+    )
     app = create_app(
-        Services(
-            engine=engine, installer=installer, layers=layers, recovered=containment.recovered
-        ),
+        services,
         access=access,
         max_websockets=max_websockets,
         pace=pace,
     )
 
-    hyper = HypercornConfig()
+    hyper = _HypercornConfig()
     hyper.bind = [config.bind]
     hyper.graceful_timeout = GRACEFUL_TIMEOUT
     hyper.accesslog = None
@@ -227,7 +259,7 @@ async def _serve(
     hyper.keep_alive_timeout = KEEP_ALIVE
     hyper.h11_max_incomplete_size = MAX_REQUEST_HEAD
     hyper.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
-    hyper.websocket_ping_interval = WEBSOCKET_PING_INTERVAL
+    hyper.websocket_ping_interval = None  # see _HypercornConfig
     hyper.backlog = BACKLOG
     if config.certfile is not None and config.keyfile is not None:
         hyper.certfile = str(config.certfile)
@@ -238,6 +270,7 @@ async def _serve(
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        services.stopping.set()
         log.info(
             "shutting down: cancelling %d active job(s)",
             sum(not job.state.final for job in engine.jobs()),

@@ -164,8 +164,7 @@ async def stream(job_id: str) -> None:
         # Let the client close first: hypercorn answers a client's close frame
         # from its reading task, and a close of ours sent at the same moment
         # collides with it on the socket.
-        with trio.move_on_after(CLIENT_CLOSE_WAIT):
-            await websocket.receive()
+        await _client_close_or_shutdown()
         await websocket.close(1000, "end of job")
     except FOLLOWER_GONE:
         log.debug("follower of job %s went away", job.id)
@@ -199,6 +198,23 @@ class StartQuery:
     since: int = 0
     latest: bool = False
     tail_lines: int | None = None
+
+
+async def _client_close_or_shutdown() -> None:
+    """Wait up to CLIENT_CLOSE_WAIT for the client to close, but not once the
+    hive is shutting down: then it closes at once, so that every follower
+    gets a close frame before the server stops."""
+    stopping = services().stopping
+    with trio.move_on_after(CLIENT_CLOSE_WAIT):
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                await websocket.receive()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(receive)
+            await stopping.wait()
+            nursery.cancel_scope.cancel()
 
 
 def _start_query() -> StartQuery:
