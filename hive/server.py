@@ -36,6 +36,7 @@ from hivewire.tokenfile import (
 
 from .api import create_app
 from .api.auth import Access
+from .api.inputs import MAX_HEAD
 from .api.pace import Pace
 from .catalog import Catalog, bundled_catalog
 from .containment import Containment, open_containment
@@ -98,7 +99,6 @@ class _HypercornConfig(HypercornConfig):
 #: There is no read timeout: a ``DELETE ?wait=true`` legitimately sends nothing
 #: for up to the grace period; slow bodies are cut by Quart's BODY_TIMEOUT.
 KEEP_ALIVE = 5.0
-MAX_REQUEST_HEAD = 16 * 1024
 WEBSOCKET_MAX_MESSAGE = 64 * 1024
 BACKLOG = 1024
 
@@ -257,7 +257,7 @@ async def _serve(
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("hypercorn.error")
     hyper.keep_alive_timeout = KEEP_ALIVE
-    hyper.h11_max_incomplete_size = MAX_REQUEST_HEAD
+    hyper.h11_max_incomplete_size = MAX_HEAD
     hyper.websocket_max_message_size = WEBSOCKET_MAX_MESSAGE
     hyper.websocket_ping_interval = None  # see _HypercornConfig
     hyper.backlog = BACKLOG

@@ -39,6 +39,7 @@ from .support import (
 )
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "missing or invalid token"}
+JSON = {"Content-Type": "application/json"}
 FORBIDDEN_HOST = "this hive does not answer to that Host (see --allow-host)"
 FORBIDDEN_ORIGIN = "cross-origin requests are refused (see --allow-origin)"
 PROTECTED = [op for op in operations() if not op.public]
@@ -54,7 +55,10 @@ def body_for(op: Operation) -> bytes:
 async def call(
     hive: Hive, op: Operation, headers: dict[str, str] | None = None, **kwargs: object
 ) -> Answer:
-    return await probe(hive.url, op.method, op.path(), headers, body_for(op), **kwargs)  # type: ignore[arg-type]
+    body = body_for(op)
+    if body:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    return await probe(hive.url, op.method, op.path(), headers, body, **kwargs)  # type: ignore[arg-type]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -245,11 +249,11 @@ async def test_browser_session_cookie(hive: Hive) -> None:
     stream = next(op for op in ops if op.websocket)
     jobs = next(op for op in ops if op.template == "/v1/jobs" and op.method == "GET")
 
-    wrong = await probe(hive.url, "POST", "/v1/session", body=b'{"token": "nope"}')
+    wrong = await probe(hive.url, "POST", "/v1/session", JSON, b'{"token": "nope"}')
     assert wrong.status == 401 and wrong.header("set-cookie") is None
 
     login = await probe(
-        hive.url, "POST", "/v1/session", body=json.dumps({"token": hive.token}).encode()
+        hive.url, "POST", "/v1/session", JSON, json.dumps({"token": hive.token}).encode()
     )
     assert login.status == 200, login
     cookie_header = login.header("set-cookie") or ""
@@ -271,7 +275,7 @@ async def test_browser_session_cookie(hive: Hive) -> None:
         hive.url,
         "POST",
         "/v1/session",
-        {"Origin": "http://evil.example"},
+        {"Origin": "http://evil.example", **JSON},
         json.dumps({"token": hive.token}).encode(),
     )
     assert cross_login.status == 403
@@ -363,7 +367,8 @@ async def test_tls_hive_and_keeper(tmp_path: Path, tls_files: tuple[Path, Path])
             hive.url,
             "POST",
             "/v1/session",
-            body=json.dumps({"token": hive.token}).encode(),
+            JSON,
+            json.dumps({"token": hive.token}).encode(),
             ssl_context=hive.ssl_context(),
         )
         assert "Secure" in (login.header("set-cookie") or "")

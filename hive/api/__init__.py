@@ -30,7 +30,7 @@ from .errors import (
     refusal,
     refuse_websocket,
 )
-from .inputs import check_query, read_body
+from .inputs import check_body, check_head, check_query, read_body
 from .jobs import blueprint as jobs_blueprint
 from .limits import WebsocketLimit
 from .pace import Pace
@@ -96,10 +96,13 @@ def create_app(
     if max_websockets is not None:
         app.asgi_app = WebsocketLimit(max_websockets).wrap(app.asgi_app)  # type: ignore[method-assign]
 
+    app.before_request(check_head)
+    app.before_websocket(check_head)
     app.before_request(read_body)
     auth.install(app, access)
     app.before_request(check_query)
     app.before_websocket(check_query)
+    app.before_request(check_body)
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
     app.register_blueprint(catalog_blueprint)

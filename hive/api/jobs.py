@@ -35,7 +35,7 @@ from .errors import (
     log_refusal,
     one_line,
 )
-from .inputs import accepts, json_object
+from .inputs import accepts, json_object, takes_body
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -61,6 +61,7 @@ def find_job(job_id: str) -> Job:
 
 
 @blueprint.post("/v1/jobs")
+@takes_body
 async def submit() -> tuple[Response, int]:
     body = await json_object(SUBMIT_FIELDS)
     if body.get("operation") != OPERATION:
