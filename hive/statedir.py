@@ -15,6 +15,8 @@ import os
 import stat
 from pathlib import Path
 
+from hivewire.tokenfile import TOKEN_NAME
+
 #: Directories of the hive's own files whose files are made 0600 at start.
 PRIVATE_FILE_DIRS = ("", "logs")
 
@@ -52,6 +54,8 @@ def prepare_state_dir(path: Path) -> None:
                     continue
                 os.chmod(directory, 0o700)
             for entry in os.scandir(directory):
+                if not name and entry.name == TOKEN_NAME:
+                    continue  # an exposed token is refused, not quietly hidden (tokenfile)
                 if (
                     entry.is_file(follow_symlinks=False)
                     and stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode) & 0o077
