@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from . import cancel, fanout, idle, latency, scale, stream
+from . import cancel, events, fanout, idle, latency, scale, stream
 from .harness import Context, Figure
 from .report import Run, write_results
 
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scale": scale.scale,
     "idle": idle.idle,
     "fanout": fanout.fanout,
+    "events": events.events,
 }
 
 

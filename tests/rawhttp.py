@@ -18,7 +18,7 @@ WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 #: How long a probe waits for the first websocket frame after a 101.
-FIRST_FRAME_TIMEOUT = 2.0
+FIRST_FRAME_TIMEOUT = 10.0
 
 
 @dataclass

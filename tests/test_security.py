@@ -192,7 +192,7 @@ async def test_foreign_host_is_refused_everywhere(hive: Hive) -> None:
 
 
 async def test_websocket_origin_must_be_the_hives_own(hive: Hive) -> None:
-    stream = next(op for op in operations() if op.websocket)
+    stream = next(op for op in operations() if op.template.endswith("/stream"))
     port = hive.url.rsplit(":", 1)[1]
     refused = [
         "http://evil.example",
@@ -215,7 +215,7 @@ async def test_allow_host_and_allow_origin(tmp_path: Path) -> None:
     extra = ["--allow-host", "hive.example", "--allow-origin", "https://ui.example:8443"]
     async with running_hive(tmp_path / "state", extra=extra) as hive:
         ops = operations()
-        stream = next(op for op in ops if op.websocket)
+        stream = next(op for op in ops if op.template.endswith("/stream"))
         health = next(op for op in ops if op.template == "/v1/health")
         assert (await call(hive, health, bearer(hive.token), host="hive.example")).status == 200
         assert (await call(hive, health, bearer(hive.token), host="other.example")).status == 403
@@ -246,7 +246,7 @@ async def test_no_cors_headers(hive: Hive) -> None:
 
 async def test_browser_session_cookie(hive: Hive) -> None:
     ops = operations()
-    stream = next(op for op in ops if op.websocket)
+    stream = next(op for op in ops if op.template.endswith("/stream"))
     jobs = next(op for op in ops if op.template == "/v1/jobs" and op.method == "GET")
 
     wrong = await probe(hive.url, "POST", "/v1/session", JSON, b'{"token": "nope"}')
