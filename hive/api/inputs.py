@@ -102,11 +102,13 @@ async def json_object(fields: frozenset[str]) -> dict[str, Any]:
     Parsed here rather than by Quart so that every malformed body, including
     one nested too deep for the parser, is the client's error, not a 500.
     """
+    data = await request.get_data(as_text=False)
+    if not data:
+        fail(400, "bad_request", "the body must be a JSON object")
     if request.mimetype != "application/json":
         fail(
             415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
         )
-    data = await request.get_data(as_text=False)
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):
