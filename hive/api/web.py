@@ -62,18 +62,26 @@ async def events() -> None:
     engine = services().engine
     try:
         seen: int | None = None
-        known: set[str] = set()
+        #: What this watcher was last shown of each job (shared strings).
+        shown: dict[str, str] = {}
         async for jobs in engine.watch():
             # Everything up to the sends runs without a checkpoint, so the
             # list and the engine's revision belong to the same moment.
             if seen is None:
                 messages = [_snapshot(jobs)]
+                shown = {job.id: _delta(job) for job in jobs}
             else:
-                messages = [_delta(job) for job in jobs if job.revision > seen]
-                gone = known.difference(job.id for job in jobs)
+                messages = []
+                for job in jobs:
+                    if job.revision > seen and (delta := _delta(job)) != shown.get(job.id):
+                        messages.append(delta)
+                        shown[job.id] = delta
+                gone = set(shown).difference(job.id for job in jobs)
                 if gone:
                     messages.append(_dumps({"type": "removed", "ids": sorted(gone)}))
-            seen, known = engine.revision, {job.id for job in jobs}
+                    for job_id in gone:
+                        del shown[job_id]
+            seen = engine.revision
             for message in messages:
                 await websocket.send(message)
         await websocket.close(1001, "hive shutting down")
