@@ -36,6 +36,10 @@ FREE_FOLLOWERS = 8
 #: Groups whose turns are staggered across one round.
 GROUPS = 50
 
+#: The ticker wakes at most this often; with few followers, several groups
+#: get their turn at each tick.
+MIN_TICK = 0.005
+
 
 class Pace:
     """Counts the hive's followers and gives them turns while there are many."""
@@ -45,7 +49,8 @@ class Pace:
         self.followers = 0
         self._turns = [trio.Event() for _ in range(groups)]
         self._dealt = 0
-        self._crowded = trio.Event()
+        self._waiting = 0
+        self._wake = trio.Event()
         self._running = False
 
     @property
@@ -57,31 +62,42 @@ class Pace:
 
     def _join(self) -> int:
         self.followers += 1
-        if self.followers > FREE_FOLLOWERS:
-            self._crowded.set()
         self._dealt += 1
         return self._dealt % len(self._turns)
 
     async def run(self) -> None:
-        """Give the turns, for as long as the hive serves."""
+        """Give the turns, for as long as the hive serves. Sleeps on an event
+        while nobody waits for a turn: an idle hive is not woken."""
         self._running = True
+        groups = len(self._turns)
         try:
             group = 0
             while True:
-                if self.followers <= FREE_FOLLOWERS:
+                if self.followers <= FREE_FOLLOWERS or not self._waiting:
                     self._release_all()
-                    self._crowded = trio.Event()
-                    await self._crowded.wait()
-                await trio.sleep(self.followers / self.budget / len(self._turns))
-                self._release(group)
-                group = (group + 1) % len(self._turns)
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                interval = self.followers / self.budget  # one round of every group
+                tick = max(interval / groups, MIN_TICK)
+                await trio.sleep(tick)
+                for _ in range(min(groups, max(1, round(groups * tick / interval)))):
+                    self._release(group)
+                    group = (group + 1) % groups
         finally:
             self._running = False
             self._release_all()
 
     async def turn(self, group: int) -> None:
-        if self.crowded:
-            await self._turns[group].wait()
+        if not self.crowded:
+            return
+        turn = self._turns[group]
+        self._waiting += 1
+        self._wake.set()
+        try:
+            await turn.wait()
+        finally:
+            self._waiting -= 1
 
     def _release(self, group: int) -> None:
         event, self._turns[group] = self._turns[group], trio.Event()
