@@ -36,19 +36,19 @@ import trio
 from hivewire.names import WORKER_DOWNLOAD, check_worker_name
 from hivewire.protocol import Stream
 
+from . import faults
 from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
 from .jobsandbox import job_environment
+from .logfile import LogCorrupt, log_path, scan_log
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
+from .store import JobState
+from .swap import MANIFEST, TRASH, Swap, commit, settle, stage, trash_paths
+from .swap import recover as recover_swaps
 
 log = logging.getLogger("hive.install")
 
 OPERATION = WORKER_DOWNLOAD
-MANIFEST = ".hive-manifest.json"
-
-#: Prefix of directories under ``workers/`` that are on their way out; names
-#: of workers cannot start with a dot, so these never look like workers.
-_TRASH = ".trash-"
 
 
 class RecipeBroken(ValueError):
@@ -113,16 +113,26 @@ class Installer:
         self._active: dict[str, Job | None] = {}
 
     def recover(self) -> int:
-        """Remove what a hive that died mid-install left: build dirs, and
-        versions that were being replaced or removed. Call before any job runs.
-        Returns how many directories were removed."""
+        """Finish or roll back the installs a hive that died mid-install left
+        (:func:`hive.swap.recover`, by what each job's log records), and remove
+        its build dirs and what was on its way out. Call before any job runs.
+        Returns how many installs were settled and directories removed."""
+        settled = recover_swaps(self.workers, self._succeeded)
+        for swap, outcome in settled:
+            log.info("install of %s by job %s: %s", swap.name, swap.job_id, outcome)
         leftovers = list(self.builds.iterdir()) if self.builds.is_dir() else []
-        if self.workers.is_dir():
-            leftovers += self.workers.glob(f"{_TRASH}*")
-            leftovers += self.workers.glob(f"*/{_TRASH}*")
+        leftovers += trash_paths(self.workers)
         for path in leftovers:
             _remove_tree(path)
-        return len(leftovers)
+        return len(settled) + len(leftovers)
+
+    def _succeeded(self, job_id: str) -> bool:
+        """Whether the job's log ends with its ``end`` event, saying "succeeded"."""
+        try:
+            end = scan_log(log_path(self.engine.log_dir, job_id)).last_control or {}
+        except (OSError, LogCorrupt):
+            return False
+        return end.get("type") == "end" and end.get("state") == JobState.SUCCEEDED.value
 
     def active(self, worker: str) -> Job | None:
         """The queued or running install job of ``worker``, if any."""
@@ -177,6 +187,7 @@ class Installer:
                 cwd=build_dir,
                 finish=lambda job: self._finish(job, recipe, recipe_dir, build_dir),
                 cleanup=lambda job: self._cleanup(job, build_dir),
+                settled=lambda job: self._settle(job, Swap(self.workers, recipe.name, job.id)),
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -210,9 +221,15 @@ class Installer:
             del self._active[job.spec.worker]
 
     async def _cleanup(self, job: Job, build_dir: Path) -> None:
-        """Whatever the outcome: no build dir left, and the worker free again."""
+        """Whatever the outcome: no build dir left."""
+        await trio.to_thread.run_sync(_remove_tree, build_dir)
+
+    async def _settle(self, job: Job, swap: Swap) -> None:
+        """Once the outcome is in the job's log: keep the new version or roll it
+        back (:func:`hive.swap.settle`); then the worker is free again."""
         try:
-            await trio.to_thread.run_sync(_remove_tree, build_dir)
+            if swap.path.exists():
+                await trio.to_thread.run_sync(settle, swap, job.state == JobState.SUCCEEDED)
         finally:
             self._release(job)
 
@@ -224,12 +241,17 @@ class Installer:
         _stage(job, f"Installing into {target}")
         try:
             await trio.to_thread.run_sync(_write_manifest, recipe, recipe_dir, package, job.id)
-            replaced = await trio.to_thread.run_sync(_move_into_place, package, target)
+            swap = await trio.to_thread.run_sync(
+                stage, self.workers, recipe.name, recipe.full_version, package, job.id
+            )
+            replaced = await trio.to_thread.run_sync(commit, swap)
         except OSError as exc:
             raise JobFailure(f"installing into {target} failed: {exc}") from None
         for version in replaced:
-            _stage(job, f"Removed previous version {version}")
+            if version != recipe.full_version:
+                _stage(job, f"Removed previous version {version}")
         job.message(f"installed {recipe.name} {recipe.full_version} into {target}")
+        faults.point("install:finished")
 
     def installed(self, worker: str | None = None) -> list[InstalledWorker]:
         """Installed workers (of ``worker`` only, if given), by name and version."""
@@ -267,7 +289,7 @@ class Installer:
         if not folder.is_dir():
             raise NotInstalled(worker)
         versions = [installed.version for installed in self.installed(worker)]
-        trash = self.workers / f"{_TRASH}{worker}-{secrets.token_hex(4)}"
+        trash = self.workers / f"{TRASH}{worker}-{secrets.token_hex(4)}"
         os.rename(folder, trash)
         await trio.to_thread.run_sync(_remove_tree, trash)
         return versions
@@ -314,30 +336,3 @@ def _write_manifest(recipe: Recipe, recipe_dir: Path, package: Path, job_id: str
     }
     (package / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _move_into_place(package: Path, target: Path) -> list[str]:
-    """Install ``package`` as ``target``; returns the other versions it replaced.
-
-    Renames only: a version being replaced is moved aside first, then the new
-    one takes its name, and only then is anything deleted. At no moment is a
-    partly written directory at ``target``.
-    """
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    trash: list[Path] = []
-    if target.exists():
-        aside = parent / f"{_TRASH}{target.name}-{secrets.token_hex(4)}"
-        os.rename(target, aside)
-        trash.append(aside)
-    os.rename(package, target)
-    replaced = []
-    for other in sorted(parent.iterdir()):
-        if other != target and not other.name.startswith(".") and other.is_dir():
-            aside = parent / f"{_TRASH}{other.name}-{secrets.token_hex(4)}"
-            os.rename(other, aside)
-            trash.append(aside)
-            replaced.append(other.name)
-    for path in trash:
-        shutil.rmtree(path, ignore_errors=True)
-    return replaced

@@ -17,7 +17,15 @@ import trio
 
 from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
 
-from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
+from .client import (
+    BeyondEnd,
+    ExitCode,
+    HiveClient,
+    HiveError,
+    Refused,
+    StreamComplete,
+    StreamInterrupted,
+)
 from .console import Console, human_duration
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
@@ -80,6 +88,8 @@ class Follower:
         self.job_id = job_id
         self.console = console
         self.cursor = ResumeCursor(since)
+        #: The last seq this keeper showed (printed); 0 before it showed any.
+        self._shown = 0
         self.grace = grace
         self._end: dict[str, Any] | None = None
         # Until the hive told us where the stream starts, (re)connect asking for
@@ -135,8 +145,21 @@ class Follower:
                         self._start = None
                         if self.cursor.accept(event):
                             self._show(event)
+                            self._shown = self.cursor.since
                         if self._end is not None:
                             return
+            except StreamComplete:
+                # Nothing after our cursor and the job has ended: its end event
+                # is behind us (we resumed after it). The job's record says how it ended.
+                self._end = _end_from_job(await self.client.job(self.job_id))
+            except BeyondEnd as exc:
+                if self._shown > exc.last_seq:
+                    raise OutputLost(
+                        f"the hive lost output it had shown: this keeper printed job "
+                        f"{self.job_id} up to seq {self._shown}, but the hive's log of "
+                        f"it now ends at seq {exc.last_seq} (was the hive's machine reset?)"
+                    ) from None
+                raise
             except StreamInterrupted as exc:
                 now = trio.current_time()
                 lost_at = lost_at if lost_at is not None else now
@@ -223,6 +246,17 @@ class Follower:
                 f"pids {teardown.get('left_pids')}",
                 tone="bad",
             )
+
+
+class OutputLost(HiveError):
+    """The hive no longer has output this keeper printed: it says so and exits
+    non-zero rather than leave printed bytes unexplained."""
+
+
+def _end_from_job(job: dict[str, Any]) -> dict[str, Any]:
+    """An ``end`` event's fields, from the job's record (they are the same)."""
+    fields = ("state", "exit_code", "error", "teardown", "started_at", "ended_at")
+    return {"type": "end", **{name: job.get(name) for name in fields}}
 
 
 def _duration(end: dict[str, Any]) -> float | None:

@@ -16,13 +16,12 @@ from typing import Any, NoReturn
 import trio
 from quart import Response, has_websocket_context, jsonify, request, websocket
 
+from hivewire.stream import CLOSE_BASE, close_reason
+
 log = logging.getLogger("hive.api")
 
 #: Messages may quote what the client sent; this keeps them one short line.
 MAX_MESSAGE = 300
-
-#: Websocket close codes for a refused websocket: 4000 + the HTTP status.
-CLOSE_BASE = 4000
 
 #: The close code for a websocket that failed on a bug (RFC 6455: internal error).
 CLOSE_INTERNAL_ERROR = 1011
@@ -77,11 +76,6 @@ def refusal(status: int, code: str, message: str, **extra: Any) -> Response:
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
-
-
-def close_reason(text: str) -> str:
-    """A websocket close reason: one line of ASCII within the protocol's 123 bytes."""
-    return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
 
 
 async def close_websocket(code: int, message: str) -> None:
