@@ -69,13 +69,13 @@ async def test_retention_sends_removed(tmp_path: Path) -> None:
     ):
         assert (await next_event(ws))["type"] == "snapshot"
         ids = []
-        for force in (False, True):
-            body = {"operation": "worker_download", "worker": "chatty", "force": force}
+        for worker, final in (("chatty", "succeeded"), ("fails", "failed")):
+            body = {"operation": "worker_download", "worker": worker}
             ids.append((await client.post("/v1/jobs", json=body)).json()["id"])
             while True:
                 event = await next_event(ws)
                 job = event.get("job", {})
-                if job.get("state") == "succeeded" and job.get("id") == ids[-1]:
+                if job.get("state") == final and job.get("id") == ids[-1]:
                     break
         while True:
             event = await next_event(ws)
