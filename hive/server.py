@@ -39,10 +39,12 @@ from .api.auth import Access
 from .api.inputs import MAX_HEAD
 from .api.pace import Pace
 from .catalog import Catalog, bundled_catalog
+from .cgroups import DEFAULT_MAX_PIDS
 from .containment import Containment, open_containment
 from .fdlimit import FdLimit, raise_nofile_limit
 from .install import Installer
 from .jobs import JobEngine
+from .jobsandbox import DEFAULT_BUILD_USER, BuildUser, BuildUserError
 from .remote import open_catalog
 from .retention import Retention
 from .services import Services
@@ -124,6 +126,10 @@ class HiveConfig:
     retention: Retention = field(default_factory=Retention)
     #: Websockets open at once at most; None: derived from the fd limit.
     max_websockets: int | None = None
+    #: Who runs recipe code when the hive is root; limits per job.
+    build_user: str = DEFAULT_BUILD_USER
+    max_pids: int | None = DEFAULT_MAX_PIDS
+    max_memory: int | None = None
 
     def bind_host(self) -> str:
         return self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
@@ -180,9 +186,19 @@ async def serve(
                 "" if config.certfile else ", and without --certfile it travels in clear text",
             )
         access = config.access(token)
+        try:
+            build_user = BuildUser.lookup(config.build_user) if os.geteuid() == 0 else None
+        except BuildUserError as exc:
+            raise HiveConfigError(str(exc)) from None
         catalog = await open_catalog(config.catalog, config.state_dir)
         fds = raise_nofile_limit()
-        async with open_containment(config.state_dir, grace=config.grace) as containment:
+        async with open_containment(
+            config.state_dir,
+            grace=config.grace,
+            build_user=build_user,
+            max_pids=config.max_pids,
+            max_memory=config.max_memory,
+        ) as containment:
             await _serve(config, containment, access, catalog, fds, task_status=task_status)
     log.info("stopped")
 
@@ -235,7 +251,7 @@ async def _serve(
         containment=containment,
         retention=config.retention,
     )
-    installer = Installer(catalog, config.state_dir, engine)
+    installer = Installer(catalog, config.state_dir, engine, build_user=containment.sandbox.user)
     if removed := await trio.to_thread.run_sync(installer.recover):
         log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers

@@ -27,6 +27,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from hive.install import build_root
 from hive.logfile import MAGIC, scan_log
 from hivewire.protocol import (
     ControlEvent,
@@ -321,7 +322,9 @@ async def test_an_install_killed_at_any_point_leaves_one_whole_version(
         expected_job = new_job if survivor == "new" else old_job
         assert jobs[new_job]["state"] == ("succeeded" if survivor == "new" else "interrupted")
         leftovers = [p.name for p in workers.iterdir() if p.name.startswith(".")]
-        assert leftovers == [] and os.listdir(state / "builds") == []
+        assert leftovers == []
+        roots = [build_root(state, shared=shared) for shared in (False, True)]
+        assert [p for root in roots if root.exists() for p in root.iterdir()] == []
         if expected_job is None:
             assert not (workers / "up").exists()  # a first install rolled back: nothing
             async with hive.client() as client:
