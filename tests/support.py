@@ -137,11 +137,14 @@ async def running_hive(
     grace: float = 1.0,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
     """Start `hive serve` on a free port; stop it and check for leftovers after.
 
-    ``env`` is added to the hive's environment."""
+    ``env`` is added to the hive's environment; ``wrapper`` runs it (e.g.
+    ``prlimit --nofile=128``)."""
     argv = [
+        *wrapper,
         sys.executable,
         "-m",
         "hive",
