@@ -29,7 +29,7 @@ from .catalog import Catalog, bundled_catalog
 from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
-from .remote import open_catalog
+from .remote import insecure_message, open_catalog
 from .retention import Retention
 from .services import Services
 from .tokenfile import (
@@ -77,6 +77,10 @@ class HiveConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     #: A directory, or the http(s) URL of a remote catalog's index (a str).
     catalog: Path | str = field(default_factory=bundled_catalog)
+    #: Accept a plain-http catalog index (its checksums could be changed on the way).
+    allow_insecure_catalog: bool = False
+    #: The sha256 of the one catalog index to accept.
+    catalog_sha256: str | None = None
     grace: float = 5.0
     max_parallel: int | None = None
     #: Binding a non-loopback address needs this: the token is then the only guard.
@@ -113,6 +117,13 @@ class HiveConfig:
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise HiveConfigError("--certfile and --keyfile go together")
+        if (
+            isinstance(self.catalog, str)
+            and not self.catalog.startswith("https://")
+            and not self.allow_insecure_catalog
+            and self.catalog_sha256 is None
+        ):
+            raise HiveConfigError(insecure_message(self.catalog))
 
 
 async def serve(
@@ -141,7 +152,12 @@ async def serve(
                 "" if config.certfile else ", and without --certfile it travels in clear text",
             )
         access = config.access(token)
-        catalog = await open_catalog(config.catalog, config.state_dir)
+        catalog = await open_catalog(
+            config.catalog,
+            config.state_dir,
+            allow_insecure=config.allow_insecure_catalog,
+            pin=config.catalog_sha256,
+        )
         async with open_containment(config.state_dir, grace=config.grace) as containment:
             await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")
