@@ -147,7 +147,10 @@ async def test_broken_recipes_are_listed_and_refused_the_rest_works(tmp_path: Pa
             assert sorted(rows) == ["badmeta", "needs", "quick", "syntax"]
             assert rows["quick"]["broken"] is False and rows["quick"]["full_version"] == "1-1"
             assert rows["syntax"]["broken"] is True and "syntax error" in rows["syntax"]["reason"]
-            assert "not allowed to contain colons, forward slashes, hyphens" in rows["badmeta"]["reason"]
+            assert (
+                "not allowed to contain colons, forward slashes, hyphens"
+                in rows["badmeta"]["reason"]
+            )
             assert rows["needs"]["missing"] == ["no-such-tool-hive-test"]
 
             detail = (await client.get("/v1/catalog/quick")).json()
@@ -322,7 +325,9 @@ async def test_failed_upgrade_keeps_the_old_version_until_one_succeeds(tmp_path:
             assert [(w["name"], w["version"]) for w in workers] == [("up", "1-1")]
             release.touch()
             out = stderr_of(await ws_events(hive, job_id))
-        assert b"==> Installing up into " in out and b"==> Removed previous version 1-1 of up" in out
+        assert (
+            b"==> Installing up into " in out and b"==> Removed previous version 1-1 of up" in out
+        )
         assert installed_versions(hive, "up") == ["2-1"]
 
 
