@@ -144,22 +144,25 @@ __hive_attribute() { # PKGNAME ATTR ISARRAY OUT: global value, then package over
 }
 
 __hive_all_split() { # ATTR OUT: every value of ATTR, global, per arch and per package
-	local __hive_all=() __hive_list=() __hive_a __hive_p
-	if __hive_global "$1" 1 __hive_list; then __hive_all+=("${__hive_list[@]}"); fi
-	for __hive_a in "${arch[@]}"; do
-		if __hive_global "${1}_$__hive_a" 1 __hive_list; then __hive_all+=("${__hive_list[@]}"); fi
-	done
-	for __hive_p in "${pkgname[@]}"; do
-		if __hive_function_var "package_$__hive_p" "$1" 1 __hive_list; then
-			__hive_all+=("${__hive_list[@]}")
+	# (locals named apart from any caller's OUT: bash scopes dynamically)
+	local __hive_sa_all=() __hive_sa_list=() __hive_sa_a __hive_sa_p
+	if __hive_global "$1" 1 __hive_sa_list; then __hive_sa_all+=("${__hive_sa_list[@]}"); fi
+	for __hive_sa_a in "${arch[@]}"; do
+		if __hive_global "${1}_$__hive_sa_a" 1 __hive_sa_list; then
+			__hive_sa_all+=("${__hive_sa_list[@]}")
 		fi
-		for __hive_a in "${arch[@]}"; do
-			if __hive_function_var "package_$__hive_p" "${1}_$__hive_a" 1 __hive_list; then
-				__hive_all+=("${__hive_list[@]}")
+	done
+	for __hive_sa_p in "${pkgname[@]}"; do
+		if __hive_function_var "package_$__hive_sa_p" "$1" 1 __hive_sa_list; then
+			__hive_sa_all+=("${__hive_sa_list[@]}")
+		fi
+		for __hive_sa_a in "${arch[@]}"; do
+			if __hive_function_var "package_$__hive_sa_p" "${1}_$__hive_sa_a" 1 __hive_sa_list; then
+				__hive_sa_all+=("${__hive_sa_list[@]}")
 			fi
 		done
 	done
-	((${#__hive_all[@]})) && __hive_copy "$2" __hive_all
+	((${#__hive_sa_all[@]})) && __hive_copy "$2" __hive_sa_all
 }
 
 # ------------------------------------------------------------------- lint
