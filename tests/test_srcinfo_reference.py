@@ -112,6 +112,7 @@ def only_local_sources(recipe: Recipe) -> bool:
     return all("://" not in entry for entry in sources)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe_dir", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 async def test_srcinfo_and_refusals_match_makepkg(recipe_dir: Path) -> None:
     reference = makepkg(recipe_dir, "--printsrcinfo")
@@ -125,6 +126,7 @@ async def test_srcinfo_and_refusals_match_makepkg(recipe_dir: Path) -> None:
         assert recipe is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe_dir", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
 async def test_build_refusals_match_makepkg_verifysource(recipe_dir: Path) -> None:
     recipe, _ = await hive_read(recipe_dir)
