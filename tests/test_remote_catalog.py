@@ -149,14 +149,16 @@ async def test_plain_http_index_is_refused_unless_allowed_or_pinned(tmp_path: Pa
         code, stderr = await start_fails(tmp_path / "state", url, "--catalog-sha256", "0" * 64)
         assert code == 1 and f"not the pinned {'0' * 64}" in stderr
         pin = ["--catalog-sha256", sha256(index)]
-        async with running_hive(tmp_path / "state", catalog=url, extra=pin) as hive:
-            async with hive.client() as client:
-                listing = (await client.get("/v1/catalog")).json()
-                assert listing["catalog"]["pinned"] is True
-                assert [w["name"] for w in listing["workers"]] == ["hello"]
-                publish(www, "2")  # the index changes: a pinned hive refuses it
-                refused = await client.post("/v1/catalog/refresh")
-                assert refused.status_code == 502 and "not the pinned" in refused.json()["message"]
+        async with (
+            running_hive(tmp_path / "state", catalog=url, extra=pin) as hive,
+            hive.client() as client,
+        ):
+            listing = (await client.get("/v1/catalog")).json()
+            assert listing["catalog"]["pinned"] is True
+            assert [w["name"] for w in listing["workers"]] == ["hello"]
+            publish(www, "2")  # the index changes: a pinned hive refuses it
+            refused = await client.post("/v1/catalog/refresh")
+            assert refused.status_code == 502 and "not the pinned" in refused.json()["message"]
 
 
 async def test_index_srcinfo_lists_without_running_recipes(tmp_path: Path) -> None:
