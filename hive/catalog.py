@@ -195,6 +195,7 @@ class Catalog:
         self.location = location or str(root)
         self._cache: dict[Path, tuple[_FileKey, list[CatalogEntry]]] = {}
         self._owner: dict[str, str] = {}
+        self._reading: dict[Path, trio.Event] = {}
         self._readers = trio.CapacityLimiter(READ_PARALLEL)
 
     def folders(self) -> list[str]:
@@ -219,10 +220,29 @@ class Catalog:
         """The entries of one recipe folder, read or from the cache: one per
         package, or a single broken one. Raises :class:`UnknownWorker`."""
         directory = self.recipe_dir(folder)
+        while True:
+            key = _file_key(directory / "PKGBUILD")
+            cached = self._cache.get(directory)
+            if key is not None and cached is not None and cached[0] == key:
+                return cached[1]
+            # One read of a folder at a time: a listing during the warm-up (or
+            # two listings at once) waits for the read in flight, then uses it.
+            pending = self._reading.get(directory)
+            if pending is None:
+                break
+            await pending.wait()
+        done = self._reading[directory] = trio.Event()
+        try:
+            entries = await self._read(folder, directory)
+        finally:
+            del self._reading[directory]
+            done.set()
+        for entry in entries:
+            self._owner.setdefault(entry.name, folder)
+        return entries
+
+    async def _read(self, folder: str, directory: Path) -> list[CatalogEntry]:
         key = _file_key(directory / "PKGBUILD")
-        cached = self._cache.get(directory)
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
         async with self._readers:
             try:
                 recipe = await self.load(folder, directory)
@@ -235,8 +255,6 @@ class Catalog:
                 entries = [CatalogEntry(name, directory, recipe, problem) for name in recipe.names]
         if key is not None and key == _file_key(directory / "PKGBUILD"):
             self._cache[directory] = (key, entries)
-        for entry in entries:
-            self._owner.setdefault(entry.name, folder)
         return entries
 
     async def load(self, folder: str, directory: Path) -> Recipe:

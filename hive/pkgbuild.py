@@ -634,7 +634,7 @@ async def read_recipe(recipe_dir: Path, *, machine: str | None = None) -> Recipe
     if not (recipe_dir / "PKGBUILD").is_file():
         raise RecipeError(f"no PKGBUILD in {recipe_dir}")
     seal = sandbox.Seal()
-    caps = sandbox.detect()
+    caps = await trio.to_thread.run_sync(sandbox.detect)  # probes once, then cached
     stage = await trio.to_thread.run_sync(_stage, recipe_dir, sandbox.readable_by(seal, caps))
     env = {"PATH": "/usr/bin:/bin", "CARCH": machine, "LC_ALL": "C.UTF-8", "HOME": "/tmp"}
     bash = shutil.which("bash") or "/bin/bash"
