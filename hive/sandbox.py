@@ -16,9 +16,10 @@ owns one ordinary process: :func:`command` builds that argv.
 
 Inside the new mount namespace a short setup script (:data:`SETUP_SCRIPT`), run
 as (namespace) root, mounts a private ``/tmp`` and ``/dev/shm``, keeps the
-requested paths writable, remounts every other mount read-only and then drops
-to the unprivileged user with ``setpriv`` before ``exec``-ing the command, which
-thereby becomes the namespace's init.
+requested paths writable, remounts every other mount read-only and then runs
+the command as the unprivileged user (``setpriv``). The script itself stays the
+namespace's init and exits with the command's status; when it exits, or is
+killed, the kernel kills every process left in the namespace.
 
 What a machine allows is probed once (:func:`detect`): a container's seccomp
 profile or a kernel without unprivileged user namespaces may refuse. Then
@@ -47,24 +48,39 @@ PROBE_TIMEOUT = 10.0
 #: unshare(1) run from a process with blocked signals prints this harmless line.
 UNSHARE_NOISE = "sigprocmask unblock failed"
 
-#: Run by bash as namespace root, with ``$1`` the user spec (``user:group``, or
+#: Run by bash as namespace root, with ``$1`` the user spec (``uid:gid``, or
 #: ``-`` to stay as is), ``$2`` ``1`` for a read-only view, ``$3`` the number of
 #: writable paths, then those paths, then the command.  Mount errors are fatal
 #: (exit 126): a sandbox that half-formed must not run anything.
+#:
+#: Writable paths are set aside (bound under the fresh ``/dev/shm``) before
+#: ``/tmp`` is replaced, then moved back to where they were: so a writable path
+#: under ``/tmp`` survives the private ``/tmp``.  The command runs as a child of
+#: this script, which stays the namespace's init: ``--kill-child`` delivers its
+#: SIGKILL through the parent-death signal, which the kernel clears on a process
+#: that changes its credentials (setpriv), so the init must not be that process.
 SETUP_SCRIPT = r"""
 set -e
-user=$1 readonly=$2 count=$3
+user=$1 ro=$2 count=$3
 shift 3
 writable=("${@:1:count}")
 shift "$count"
-mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs /tmp
 mount -t tmpfs -o size=16m,mode=1777,nosuid,nodev tmpfs /dev/shm
-for path in "${writable[@]}"; do
-    mount --bind -- "$path" "$path"
+mkdir /dev/shm/.hive-writable
+for i in "${!writable[@]}"; do
+    mkdir "/dev/shm/.hive-writable/$i"
+    mount --bind -- "${writable[i]}" "/dev/shm/.hive-writable/$i"
 done
-if [[ $readonly == 1 ]]; then
+mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs /tmp
+for i in "${!writable[@]}"; do
+    mkdir -p -- "${writable[i]}"
+    mount --move -- "/dev/shm/.hive-writable/$i" "${writable[i]}"
+    rmdir "/dev/shm/.hive-writable/$i"
+done
+rmdir /dev/shm/.hive-writable
+if [[ $ro == 1 ]]; then
     while read -r _ _ _ _ point _; do
-        point=$(printf '%b' "$point")
+        printf -v point '%b' "$point"
         case $point in
             /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /tmp) continue ;;
         esac
@@ -74,10 +90,13 @@ if [[ $readonly == 1 ]]; then
         mount -o remount,bind,ro -- "$point"
     done < /proc/self/mountinfo
 fi
+set +e
 if [[ $user == - ]]; then
-    exec "$@"
+    "$@"
+else
+    setpriv --reuid="${user%%:*}" --regid="${user#*:}" --clear-groups --no-new-privs -- "$@"
 fi
-exec setpriv --reuid="${user%%:*}" --regid="${user#*:}" --clear-groups --no-new-privs -- "$@"
+exit $?
 """
 
 

@@ -66,6 +66,9 @@ __hive_overrides=(pkgdesc arch url license groups depends optdepends provides co
 	replaces backup options install changelog)
 __hive_known_options=(strip debug docs libtool staticlibs emptydirs zipman purge
 	buildflags makeflags ccache distcc lto)
+declare -A __hive_is_arch_array __hive_is_override
+for __hive_name in "${__hive_arch_arrays[@]}"; do __hive_is_arch_array[$__hive_name]=1; done
+for __hive_name in "${__hive_overrides[@]}"; do __hive_is_override[$__hive_name]=1; done
 
 __hive_in() { # NEEDLE ITEM...
 	local __hive_n=$1 __hive_i
@@ -100,24 +103,42 @@ __hive_global() { # ATTR ISARRAY OUT: 0 if set and not empty
 
 # The lines of each function, read once into an array of their own (no fork,
 # no here-string: this runs hundreds of times).
-declare -A __hive_fn_array
+# __hive_fn_assigns["FUNCTION|NAME|a"] (or "|s") tells, without a scan, whether
+# any line could match makepkg's array (or string) pattern for NAME: most
+# lookups are for attributes a function never sets.
+declare -A __hive_fn_array __hive_fn_assigns
 __hive_fn_lines() { # FUNCTION: prints nothing, sets __hive_fn_array[FUNCTION] to an array name
 	if [[ -z ${__hive_fn_array[$1]+set} ]]; then
-		local __hive_file=${TMPDIR:-/tmp}/hive-srcinfo-fn.$$
+		local __hive_file=${TMPDIR:-/tmp}/hive-srcinfo-fn.$$ __hive_l
+		local __hive_any='^[[:space:]]* ([A-Za-z_][A-Za-z0-9_]*)\+?=(.)'
 		__hive_fn_array[$1]=__hive_fn_${#__hive_fn_array[@]}
 		{ declare -f "$1" || declare -f package; } >"$__hive_file" 2>/dev/null
 		mapfile -t "${__hive_fn_array[$1]}" <"$__hive_file"
+		local -n __hive_all_lines=${__hive_fn_array[$1]}
+		for __hive_l in "${__hive_all_lines[@]}"; do
+			[[ $__hive_l =~ $__hive_any ]] || continue
+			if [[ ${BASH_REMATCH[2]} == '(' ]]; then
+				__hive_fn_assigns["$1|${BASH_REMATCH[1]}|a"]=1
+			else
+				__hive_fn_assigns["$1|${BASH_REMATCH[1]}|s"]=1
+			fi
+		done
 	fi
 }
 
 __hive_function_var() { # FUNCTION ATTR ISARRAY OUT: 0 if assigned in FUNCTION
+	[[ -n ${__hive_fn_array[$1]+set} ]] || __hive_fn_lines "$1"
+	if (($3)); then
+		[[ -n ${__hive_fn_assigns["$1|$2|a"]+set} ]] || return 1
+	else
+		[[ -n ${__hive_fn_assigns["$1|$2|s"]+set} ]] || return 1
+	fi
 	local __hive_re __hive_decl __hive_found=1 __hive_line
 	if (($3)); then
 		printf -v __hive_re '^[[:space:]]* %s\+?=\(' "$2"
 	else
 		printf -v __hive_re '^[[:space:]]* %s\+?=[^(]' "$2"
 	fi
-	__hive_fn_lines "$1"
 	local -n __hive_lines=${__hive_fn_array[$1]}
 	for __hive_line in "${__hive_lines[@]}"; do
 		[[ $__hive_line =~ $__hive_re ]] || continue
@@ -195,7 +216,7 @@ __hive_lint_arch_specific() {
 			done
 		fi
 		for __hive_i in "${__hive_arrays[@]}" "${__hive_strings[@]}"; do
-			__hive_in "$__hive_i" "${__hive_arch_arrays[@]}" && continue
+			[[ -n ${__hive_is_arch_array[$__hive_i]+set} ]] && continue
 			if __hive_defined "${__hive_i}_$__hive_a"; then
 				__hive_error '%s can not be architecture specific: %s' "$__hive_i" "${__hive_i}_$__hive_a"
 				__hive_ret=1
@@ -214,7 +235,7 @@ __hive_lint_arch_specific() {
 				done
 			fi
 			for __hive_i in "${__hive_arrays[@]}" "${__hive_strings[@]}"; do
-				__hive_in "$__hive_i" "${__hive_arch_arrays[@]}" && continue
+				[[ -n ${__hive_is_arch_array[$__hive_i]+set} ]] && continue
 				if __hive_function_var_exists "package_$__hive_p" "${__hive_i}_$__hive_a"; then
 					__hive_error '%s can not be architecture specific: %s' "$__hive_i" "${__hive_i}_$__hive_a"
 					__hive_ret=1
@@ -419,7 +440,7 @@ __hive_lint_package_function_variable() {
 		for __hive_a in ${arch[@]}; do
 			[[ $__hive_a == any ]] && continue
 			for __hive_i in "${__hive_arrays[@]}" "${__hive_strings[@]}"; do
-				__hive_in "$__hive_i" "${__hive_overrides[@]}" && continue
+				[[ -n ${__hive_is_override[$__hive_i]+set} ]] && continue
 				if __hive_function_var_exists "package_$__hive_p" "${__hive_i}_$__hive_a"; then
 					__hive_error '%s can not be set inside a package function' "${__hive_i}_$__hive_a"
 					__hive_ret=1
@@ -427,7 +448,7 @@ __hive_lint_package_function_variable() {
 			done
 		done
 		for __hive_i in "${__hive_arrays[@]}" "${__hive_strings[@]}"; do
-			__hive_in "$__hive_i" "${__hive_overrides[@]}" && continue
+			[[ -n ${__hive_is_override[$__hive_i]+set} ]] && continue
 			if __hive_function_var_exists "package_$__hive_p" "$__hive_i"; then
 				__hive_error '%s can not be set inside a package function' "$__hive_i"
 				__hive_ret=1
