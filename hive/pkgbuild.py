@@ -99,6 +99,8 @@ END_KEY = "(end)"
 
 #: How long reading a PKGBUILD may take before we give up on it.
 READ_TIMEOUT = 5.0
+#: How long the reader's pipes are drained once it has exited.
+DRAIN_TIMEOUT = 1.0
 #: Files of a recipe copied for the reader (bigger ones become empty stand-ins:
 #: makepkg's lint only checks that install/changelog files exist).
 COPY_LIMIT = 1 << 20
@@ -562,6 +564,9 @@ async def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> _Finished:
             nursery.start_soon(_read_all, process.stderr, err)
             await process.wait()
             _kill_group(process.pid)
+            # What it wrote is in the pipes by now; a process that escaped the
+            # group (possible only without a PID namespace) may hold them open.
+            nursery.cancel_scope.deadline = trio.current_time() + DRAIN_TIMEOUT
     finally:
         _kill_group(process.pid)
         with trio.CancelScope(shield=True):

@@ -43,8 +43,10 @@ fi
 
 BUILDFILE=PKGBUILD
 __hive_status=0
+# fd 3 (the dump) is closed while the top level runs: what it starts cannot
+# hold the dump open.
 # shellcheck disable=SC1091
-source ./PKGBUILD || __hive_status=$?
+source ./PKGBUILD 3>&- || __hive_status=$?
 if ((__hive_status)); then
 	__hive_error 'Failed to source %s' "$BUILDFILE"
 	__hive_rec '(end)'

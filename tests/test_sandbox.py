@@ -49,8 +49,7 @@ def test_without_namespaces_the_command_only_drops_privileges() -> None:
 @needs_namespaces
 def test_sealed_command_is_pid_1_unprivileged_and_offline() -> None:
     done = sealed(
-        "echo ppid=$PPID; id -u; tail -n +3 /proc/net/dev | cut -d: -f1; "
-        "ps -e --no-headers | wc -l"
+        "echo ppid=$PPID; id -u; tail -n +3 /proc/net/dev | cut -d: -f1; ps -e --no-headers | wc -l"
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()

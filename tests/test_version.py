@@ -68,7 +68,9 @@ def test_sorting_and_newest() -> None:
 
 def test_rpmvercmp_is_antisymmetric() -> None:
     parts = ["1", "01", "a", "b", ".", "_", "10", "1a", "+", "~"]
-    for a, b in itertools.product(["".join(p) for p in itertools.product(parts, repeat=2)], repeat=2):
+    for a, b in itertools.product(
+        ["".join(p) for p in itertools.product(parts, repeat=2)], repeat=2
+    ):
         assert rpmvercmp(a, b) == -rpmvercmp(b, a)
 
 
