@@ -18,8 +18,8 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
-def sealed(script: str, seal: sandbox.Seal = sandbox.Seal()) -> subprocess.CompletedProcess[str]:
-    argv = sandbox.command(["bash", "-c", script], seal)
+def sealed(script: str, seal: sandbox.Seal | None = None) -> subprocess.CompletedProcess[str]:
+    argv = sandbox.command(["bash", "-c", script], seal or sandbox.Seal())
     return subprocess.run(
         argv,
         capture_output=True,
