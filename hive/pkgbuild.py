@@ -131,6 +131,11 @@ class RecipeTimeout(RecipeError):
     recipe that a cache should keep."""
 
 
+class ReaderUnavailable(RecipeTimeout):
+    """The sealed reader could not be set up (the machine, not the recipe): not
+    a verdict either."""
+
+
 def normalize(value: str) -> str:
     """A value as .SRCINFO writes it: whitespace runs become one space, and a
     leading and a trailing space go (srcinfo_write_attr)."""
@@ -653,6 +658,11 @@ async def read_recipe(recipe_dir: Path, *, machine: str | None = None) -> Recipe
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_remove_stage, stage)
     stderr = sandbox.clean_stderr(done.stderr.decode("utf-8", errors="replace"))
+    if done.returncode == sandbox.SETUP_FAILED and not done.stdout:
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        raise ReaderUnavailable(
+            f"cannot read PKGBUILD: {lines[0].strip() if lines else 'the sandbox failed'}"
+        )
     try:
         records = parse_dump(done.stdout)
     except RecipeError:

@@ -45,8 +45,12 @@ DEFAULT_USER = "nobody"
 #: How long a probe of the machine may take.
 PROBE_TIMEOUT = 10.0
 
-#: unshare(1) run from a process with blocked signals prints this harmless line.
-UNSHARE_NOISE = "sigprocmask unblock failed"
+#: unshare(1) run from a process with blocked signals prints this harmless line,
+#: and mount(8) adds a hint to its errors that says nothing.
+UNSHARE_NOISE = ("sigprocmask unblock failed", "dmesg(1) may have more information")
+#: The exit status of a sandbox that could not be set up: nothing of the
+#: command ran, and it says nothing about the command.
+SETUP_FAILED = 125
 
 #: Run by bash as namespace root, with ``$1`` the user spec (``uid:gid``, or
 #: ``-`` to stay as is), ``$2`` ``1`` for a read-only view, ``$3`` the number of
@@ -61,6 +65,7 @@ UNSHARE_NOISE = "sigprocmask unblock failed"
 #: that changes its credentials (setpriv), so the init must not be that process.
 SETUP_SCRIPT = r"""
 set -e
+trap 'echo "hive-sandbox: setting up the sandbox failed" >&2; exit 125' ERR
 user=$1 ro=$2 count=$3
 shift 3
 writable=("${@:1:count}")
@@ -91,6 +96,7 @@ if [[ $ro == 1 ]]; then
     done < /proc/self/mountinfo
 fi
 set +e
+trap - ERR
 if [[ $user == - ]]; then
     "$@"
 else
@@ -167,7 +173,7 @@ def _probe(argv: list[str]) -> str | None:
     lines = [
         line
         for line in done.stderr.decode(errors="replace").splitlines()
-        if line.strip() and UNSHARE_NOISE not in line
+        if line.strip() and not any(noise in line for noise in UNSHARE_NOISE)
     ]
     return lines[-1] if lines else f"exit status {done.returncode}"
 
@@ -279,5 +285,9 @@ def readable_by(seal: Seal, caps: Capabilities | None = None) -> tuple[int, int]
 
 
 def clean_stderr(text: str) -> str:
-    """Drop util-linux ``unshare``'s harmless sigprocmask complaint."""
-    return "".join(line for line in text.splitlines(True) if UNSHARE_NOISE not in line)
+    """Drop util-linux's harmless noise (unshare's sigprocmask complaint, mount's hint)."""
+    return "".join(
+        line
+        for line in text.splitlines(True)
+        if not any(noise in line for noise in UNSHARE_NOISE)
+    )
