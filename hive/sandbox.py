@@ -287,7 +287,5 @@ def readable_by(seal: Seal, caps: Capabilities | None = None) -> tuple[int, int]
 def clean_stderr(text: str) -> str:
     """Drop util-linux's harmless noise (unshare's sigprocmask complaint, mount's hint)."""
     return "".join(
-        line
-        for line in text.splitlines(True)
-        if not any(noise in line for noise in UNSHARE_NOISE)
+        line for line in text.splitlines(True) if not any(noise in line for noise in UNSHARE_NOISE)
     )
