@@ -87,8 +87,11 @@ if [[ $ro == 1 ]]; then
     while read -r _ _ _ _ point _; do
         printf -v point '%b' "$point"
         case $point in
-            /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /tmp) continue ;;
+            # Under the private /tmp and /dev/shm, the host's mounts are hidden.
+            /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /tmp | /tmp/*) continue ;;
         esac
+        # A mount point that a later mount hid is out of reach already.
+        [[ -e $point ]] || continue
         for path in "${writable[@]}"; do
             [[ $point == "$path" ]] && continue 2
         done

@@ -153,14 +153,14 @@ async def serve(
                 "" if config.certfile else ", and without --certfile it travels in clear text",
             )
         access = config.access(token)
-        readers = await trio.to_thread.run_sync(sandbox.detect)
-        log.info("recipes are read sealed: %s", readers.describe())
         catalog = await open_catalog(
             config.catalog,
             config.state_dir,
             allow_insecure=config.allow_insecure_catalog,
             pin=config.catalog_sha256,
         )
+        readers = await trio.to_thread.run_sync(sandbox.detect)
+        log.info("recipes are read sealed: %s", readers.describe())
         async with open_containment(config.state_dir, grace=config.grace) as containment:
             await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")

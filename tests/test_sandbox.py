@@ -129,3 +129,26 @@ def _with_marker(marker: str) -> list[int]:
         if marker.encode() in cmdline and state not in ("Z", "X"):
             found.append(int(entry))
     return found
+
+
+@needs_namespaces
+def test_host_mounts_under_tmp_do_not_break_the_seal(tmp_path: Path) -> None:
+    """Another mount under /tmp (a test's small tmpfs, say) is hidden by the
+    private /tmp; remounting it read-only must not be attempted (it was seen
+    to fail every sealed command while such a mount existed)."""
+    point = tmp_path / "mounted"
+    point.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        done = sealed("echo sealed")
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "sealed\n"
