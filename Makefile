@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 ## Lint, type-check, then the whole suite (real hives, real process trees, a real browser,
 ## makepkg as the reference for reading recipes).
-test: lint browser makepkg
+test: lint browser systemd makepkg
 	$(PY) -m pytest
 
 ## The browser tests drive Debian's Chromium (never a downloaded browser).
@@ -28,6 +28,13 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+## tests/test_contrib.py checks contrib/systemd with systemd-analyze (works without systemd as PID 1).
+.PHONY: systemd
+systemd:
+	@command -v systemd-analyze >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; \
+	  else echo "unit checks skip without systemd-analyze: sudo apt-get install systemd" >&2; fi; }
 
 ## The recipe tests compare the hive with Debian's makepkg (it needs pacman's binary too).
 ## Without root they skip, saying how to install it.
@@ -43,6 +50,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -1,3 +1,5 @@
 """hive: a structured-concurrency job daemon that builds workers from PKGBUILD recipes."""
 
-__version__ = "0.1.0"
+from hivewire import __version__
+
+__all__ = ["__version__"]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import trio
+
+from hivewire.names import MAX_NAME_LENGTH, WORKER_NAME, check_worker_name
 
 from . import version
 from .pkgbuild import (
@@ -37,10 +38,6 @@ from .pkgbuild import (
     read_recipe,
 )
 
-#: makepkg's rule for a pkgname; also what keeps "../x" or "/etc" out of paths.
-WORKER_NAME = re.compile(r"^[a-z0-9@_+][a-z0-9@._+-]*\Z")  # \Z: "$" accepts a final "\n"
-MAX_NAME_LENGTH = 127
-
 #: How many PKGBUILDs are read (one bash each) at the same time.
 READ_PARALLEL = max(2, os.cpu_count() or 2)
 
@@ -51,14 +48,6 @@ class UnknownWorker(LookupError):
         self.name = name
 
 
-class InvalidWorkerName(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"invalid worker name {name!r}: use lowercase letters, digits and @._+- "
-            "(not starting with . or -)"
-        )
-
-
 class CatalogUnavailable(Exception):
     """The catalog cannot be used at all (e.g. a remote one that was never fetched)."""
 
@@ -66,12 +55,6 @@ class CatalogUnavailable(Exception):
 def bundled_catalog() -> Path:
     """The catalog shipped inside the package."""
     return Path(str(resources.files("hive") / "recipes"))
-
-
-def check_worker_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not WORKER_NAME.match(name):
-        raise InvalidWorkerName(name)
-    return name
 
 
 async def load_recipe(folder: str, directory: Path) -> Recipe:

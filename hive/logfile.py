@@ -6,7 +6,7 @@ A job log is one append-only file per job::
     record, record, ...        in seq order, seq 1, 2, 3, ... with no gap
 
     record = header (>BQI: kind, seq, length) + payload of `length` bytes
-    kind   = 1 stdout, 2 stderr (the :class:`~hive.protocol.Stream` values),
+    kind   = 1 stdout, 2 stderr (the :class:`~hivewire.protocol.Stream` values),
              3 control (payload: the event's JSON body without its seq, UTF-8)
 
 Output is stored as the exact bytes the job wrote, in the chunks the hive read
@@ -32,16 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .protocol import ControlEvent, Stream
+from hivewire.protocol import MAX_FRAME_PAYLOAD, ControlEvent, Stream
 
 MAGIC = b"HIVELOG\x01"
 RECORD = struct.Struct(">BQI")
 RECORD_HEADER = RECORD.size
 CONTROL = 3
 
-#: Largest payload of one output record. The hive reads pipes in chunks of at
-#: most this size; a bigger ``append_output`` is split.
-MAX_RECORD = 1024 * 1024
+#: Largest payload of one output record: one seq never holds more than one
+#: stream message can carry (a binary frame's payload; base64 of it in a JSON
+#: message stays far below the protocol's message limit). The hive reads pipes
+#: in chunks of at most this size; a bigger ``append_output`` is split.
+MAX_RECORD = MAX_FRAME_PAYLOAD
 
 #: The sparse index remembers where a record starts about every this many bytes:
 #: a reader that has to find a seq on disk scans at most this far, plus one record.
@@ -53,6 +55,32 @@ READ_BUFFER = 1024 * 1024
 #: Bytes of records one read call looks at before it returns, so that a read
 #: filtered by stream never runs for long in its thread.
 SCAN_BUDGET = 16 * 1024 * 1024
+
+
+def log_path(log_dir: Path, job_id: str) -> Path:
+    """Where the log of ``job_id`` lives."""
+    return log_dir / f"{job_id}.log"
+
+
+def end_event(
+    state: str,
+    exit_code: int | None,
+    error: str | None,
+    teardown: dict[str, Any] | None,
+    *,
+    started_at: str | None = None,
+    ended_at: str | None = None,
+) -> dict[str, Any]:
+    """The body of a job's last control event, which tells a follower it ended and how."""
+    return {
+        "type": "end",
+        "state": state,
+        "exit_code": exit_code,
+        "error": error,
+        "teardown": teardown,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
 
 
 class LogCorrupt(Exception):

@@ -50,14 +50,10 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 import trio
 
+from hivewire.names import InvalidWorkerName, check_worker_name
+
 from . import __version__
-from .catalog import (
-    Catalog,
-    CatalogUnavailable,
-    InvalidWorkerName,
-    check_recipe,
-    check_worker_name,
-)
+from .catalog import Catalog, CatalogUnavailable, check_recipe
 from .pkgbuild import Recipe, RecipeError, parse_srcinfo, recipe_from_srcinfo
 
 log = logging.getLogger("hive.catalog")

@@ -23,23 +23,26 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from . import sandbox
-from .api import create_app
-from .api.auth import Access
-from .catalog import Catalog, bundled_catalog
-from .containment import Containment, open_containment
-from .install import Installer
-from .jobs import JobEngine
-from .remote import insecure_message, open_catalog
-from .retention import Retention
-from .services import Services
-from .tokenfile import (
+from hivewire.tokenfile import (
     TokenFileError,
     default_state_dir,
     is_loopback_host,
     load_or_create_token,
     token_path,
 )
+
+from . import sandbox
+from .api import create_app
+from .api.auth import Access
+from .catalog import Catalog, bundled_catalog
+from .cgroups import DEFAULT_MAX_PIDS
+from .containment import Containment, open_containment
+from .install import Installer
+from .jobs import JobEngine
+from .jobsandbox import DEFAULT_BUILD_USER, BuildUser, BuildUserError
+from .remote import insecure_message, open_catalog
+from .retention import Retention
+from .services import Services
 
 log = logging.getLogger("hive")
 
@@ -91,6 +94,10 @@ class HiveConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     retention: Retention = field(default_factory=Retention)
+    #: Who runs recipe code when the hive is root; limits per job.
+    build_user: str = DEFAULT_BUILD_USER
+    max_pids: int | None = DEFAULT_MAX_PIDS
+    max_memory: int | None = None
 
     def bind_host(self) -> str:
         return self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
@@ -153,6 +160,10 @@ async def serve(
                 "" if config.certfile else ", and without --certfile it travels in clear text",
             )
         access = config.access(token)
+        try:
+            build_user = BuildUser.lookup(config.build_user) if os.geteuid() == 0 else None
+        except BuildUserError as exc:
+            raise HiveConfigError(str(exc)) from None
         catalog = await open_catalog(
             config.catalog,
             config.state_dir,
@@ -161,7 +172,13 @@ async def serve(
         )
         readers = await trio.to_thread.run_sync(sandbox.detect)
         log.info("recipes are read sealed: %s", readers.describe())
-        async with open_containment(config.state_dir, grace=config.grace) as containment:
+        async with open_containment(
+            config.state_dir,
+            grace=config.grace,
+            build_user=build_user,
+            max_pids=config.max_pids,
+            max_memory=config.max_memory,
+        ) as containment:
             await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")
 
@@ -226,7 +243,7 @@ async def _serve(
         containment=containment,
         retention=config.retention,
     )
-    installer = Installer(catalog, config.state_dir, engine)
+    installer = Installer(catalog, config.state_dir, engine, build_user=containment.sandbox.user)
     if removed := await trio.to_thread.run_sync(installer.recover):
         log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers

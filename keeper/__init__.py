@@ -1,5 +1,5 @@
 """keeper: the command-line client of a hive."""
 
-from hive import __version__
+from hivewire import __version__
 
 __all__ = ["__version__"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hive.tokenfile import (
+from hivewire.tokenfile import (
     TokenFileError,
     default_state_dir,
     is_loopback_host,

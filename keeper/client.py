@@ -25,8 +25,9 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from hive.catalog import InvalidWorkerName, check_worker_name
-from hive.protocol import API_VERSION, Frame, ProtocolError, decode_frame
+from hivewire.names import WORKER_DOWNLOAD, InvalidWorkerName, check_worker_name
+from hivewire.protocol import API_VERSION, Frame, ProtocolError, decode_frame
+from hivewire.stream import CloseKind, StreamClosed, classify_close
 
 from . import __version__
 
@@ -92,6 +93,19 @@ class Incompatible(HiveError):
 
 class StreamInterrupted(HiveError):
     """The websocket closed before the job's ``end`` event."""
+
+
+class StreamComplete(HiveError):
+    """The hive closed the stream normally without an ``end`` event: there is
+    nothing after the ``since`` asked for, and the job has ended."""
+
+
+class BeyondEnd(Refused):
+    """The hive's log of the job ends before the ``since`` asked for."""
+
+    def __init__(self, message: str, *, last_seq: int) -> None:
+        super().__init__(message, status=400)
+        self.last_seq = last_seq
 
 
 def websocket_url(base: str, path: str) -> str:
@@ -202,7 +216,7 @@ class HiveClient:
     async def submit(
         self, worker: str, *, force: bool = False, skip_check: bool = False
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"operation": "worker_download", "worker": worker}
+        body: dict[str, Any] = {"operation": WORKER_DOWNLOAD, "worker": worker}
         if force:
             body["force"] = True
         if skip_check:
@@ -320,20 +334,31 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
         try:
             message = await ws.get_message()
         except ConnectionClosed as exc:
-            reason = exc.reason
-            code = getattr(reason, "code", None)
-            text = getattr(reason, "reason", None) or ""
-            if code is not None and 4400 <= code < 4500:
-                error = NotFound if code == 4404 else Refused
-                raise error(text or f"the hive closed the stream ({code})") from None
-            raise StreamInterrupted(
-                f"stream closed before the job ended ({code}{': ' + text if text else ''})"
-            ) from None
+            closed = classify_close(
+                getattr(exc.reason, "code", None), getattr(exc.reason, "reason", None)
+            )
+            raise _close_error(closed) from None
         try:
             yield decode_frame(message)
         except ProtocolError as exc:
             raise HiveError(f"hive sent a bad frame: {exc}") from None
         await trio.lowlevel.checkpoint_if_cancelled()
+
+
+def _close_error(closed: StreamClosed) -> HiveError:
+    """The error a stream's close (before its ``end`` event) raises."""
+    text = closed.reason or closed.describe()
+    if closed.kind is CloseKind.DONE:
+        return StreamComplete(text)
+    if closed.kind is CloseKind.BEYOND_END:
+        assert closed.last_seq is not None
+        return BeyondEnd(text, last_seq=closed.last_seq)
+    if closed.kind is CloseKind.NOT_FOUND:
+        return NotFound(text)
+    if closed.kind in (CloseKind.LOG_GONE, CloseKind.REFUSED):
+        return Refused(text)
+    detail = f"{closed.code}{': ' + closed.reason if closed.reason else ''}"
+    return StreamInterrupted(f"stream closed before the job ended ({detail})")
 
 
 def _segment(value: str) -> str:

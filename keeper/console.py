@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from hive.protocol import Stream
+from hivewire.protocol import Stream
 
 #: Prefix of makepkg.sh's stage lines ("==> Starting build()").
 STAGE_MARK = b"==> "

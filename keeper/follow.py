@@ -15,9 +15,17 @@ from typing import Any
 
 import trio
 
-from hive.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
+from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
 
-from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
+from .client import (
+    BeyondEnd,
+    ExitCode,
+    HiveClient,
+    HiveError,
+    Refused,
+    StreamComplete,
+    StreamInterrupted,
+)
 from .console import Console, human_duration
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
@@ -43,11 +51,27 @@ class FollowResult:
 def describe_teardown(teardown: dict[str, Any] | None) -> str:
     if not teardown:
         return "no process was started"
-    return (
+    text = (
         f"{teardown['found']} process(es) found, {teardown['sigterm']} sent SIGTERM, "
-        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left, "
+        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left"
+        f"{'' if teardown.get('verified', True) else ' (unverified)'}, "
         f"{teardown['seconds'] * 1000:.0f} ms"
     )
+    usage = describe_usage(teardown)
+    return f"{text}; used {usage}" if usage else text
+
+
+def describe_usage(teardown: dict[str, Any] | None) -> str:
+    """The job's CPU time, peak memory and peak task count, as far as known."""
+    usage = (teardown or {}).get("usage") or {}
+    parts = []
+    if isinstance(memory := usage.get("memory_peak"), int):
+        parts.append(f"peak memory {memory / 2**20:.1f} MiB")
+    if isinstance(cpu := usage.get("cpu_seconds"), int | float):
+        parts.append(f"CPU {cpu:.2f} s")
+    if isinstance(tasks := usage.get("tasks_peak"), int):
+        parts.append(f"at most {tasks} tasks")
+    return ", ".join(parts)
 
 
 def exit_code_for(end: dict[str, Any]) -> int:
@@ -80,6 +104,8 @@ class Follower:
         self.job_id = job_id
         self.console = console
         self.cursor = ResumeCursor(since)
+        #: The last seq this keeper showed (printed); 0 before it showed any.
+        self._shown = 0
         self.grace = grace
         self._end: dict[str, Any] | None = None
         # Until the hive told us where the stream starts, (re)connect asking for
@@ -135,8 +161,21 @@ class Follower:
                         self._start = None
                         if self.cursor.accept(event):
                             self._show(event)
+                            self._shown = self.cursor.since
                         if self._end is not None:
                             return
+            except StreamComplete:
+                # Nothing after our cursor and the job has ended: its end event
+                # is behind us (we resumed after it). The job's record says how it ended.
+                self._end = _end_from_job(await self.client.job(self.job_id))
+            except BeyondEnd as exc:
+                if self._shown > exc.last_seq:
+                    raise OutputLost(
+                        f"the hive lost output it had shown: this keeper printed job "
+                        f"{self.job_id} up to seq {self._shown}, but the hive's log of "
+                        f"it now ends at seq {exc.last_seq} (was the hive's machine reset?)"
+                    ) from None
+                raise
             except StreamInterrupted as exc:
                 now = trio.current_time()
                 lost_at = lost_at if lost_at is not None else now
@@ -215,6 +254,8 @@ class Follower:
         teardown = end.get("teardown") or {}
         if state == "cancelled" or teardown.get("sigterm") or teardown.get("sigkill"):
             parts.append(f"teardown: {describe_teardown(end.get('teardown'))}")
+        elif usage := describe_usage(teardown):
+            parts.append(f"used {usage}")
         prefix = "cancelled: " if state == "cancelled" and result.interrupted else ""
         self.console.summary(prefix + "; ".join(parts), ok=state == "succeeded")
         if teardown.get("left"):
@@ -223,6 +264,17 @@ class Follower:
                 f"pids {teardown.get('left_pids')}",
                 tone="bad",
             )
+
+
+class OutputLost(HiveError):
+    """The hive no longer has output this keeper printed: it says so and exits
+    non-zero rather than leave printed bytes unexplained."""
+
+
+def _end_from_job(job: dict[str, Any]) -> dict[str, Any]:
+    """An ``end`` event's fields, from the job's record (they are the same)."""
+    fields = ("state", "exit_code", "error", "teardown", "started_at", "ended_at")
+    return {"type": "end", **{name: job.get(name) for name in fields}}
 
 
 def _duration(end: dict[str, Any]) -> float | None:

@@ -19,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from hive.protocol import (
+from hivewire.protocol import (
     ControlEvent,
     Frame,
     OutputChunk,

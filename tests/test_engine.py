@@ -7,7 +7,7 @@ from pathlib import Path
 import trio
 
 from hive.jobs import Job, JobEngine, JobSpec, JobState
-from hive.protocol import ControlEvent
+from hivewire.protocol import ControlEvent
 
 
 async def test_a_cancel_during_the_finish_step_lets_it_complete(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import trio
 
-from hive.install import ENV_ALLOW
-from hive.tokenfile import TokenFileError, load_or_create_token, read_token
+from hive.jobsandbox import ENV_ALLOW
+from hivewire.tokenfile import TokenFileError, load_or_create_token, read_token
 from keeper.auth import parse_listeners
 from keeper.client import ExitCode
 

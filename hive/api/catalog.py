@@ -7,7 +7,9 @@ from typing import Any
 
 from quart import Blueprint, Response, jsonify
 
-from ..catalog import CatalogEntry, CatalogUnavailable, InvalidWorkerName, UnknownWorker
+from hivewire.names import InvalidWorkerName
+
+from ..catalog import CatalogEntry, CatalogUnavailable, UnknownWorker
 from ..install import Installer
 from .context import services
 from .errors import fail

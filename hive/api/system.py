@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
+from hivewire.protocol import API_VERSION
+
 from .. import __version__
-from ..protocol import API_VERSION
 from .context import services
 
 blueprint = Blueprint("system", __name__)

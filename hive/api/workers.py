@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, jsonify
 
-from ..catalog import InvalidWorkerName
+from hivewire.names import InvalidWorkerName
+
 from ..install import InstallInProgress, NotInstalled
 from .context import services
 from .errors import fail
