@@ -4,16 +4,15 @@ install step's file moves (hive.install), without a running hive."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hive import catalog as catalog_module
-from hive.catalog import Catalog, InvalidWorkerName, UnknownWorker, bundled_catalog
-from hive.install import _move_into_place
+from hive.catalog import Catalog, UnknownWorker, bundled_catalog
 from hive.remote import BadIndex, build_index, parse_index
+from hivewire.names import InvalidWorkerName
 
 from .support import recipe, sha256
 
@@ -224,21 +223,3 @@ def test_build_index_round_trips(tmp_path: Path) -> None:
     text = "pkgbase = hello\n\tpkgver = 1\n\npkgname = hello\n"
     (hello,) = parse_index(json.dumps(build_index(tmp_path, {"hello": text})).encode(), INDEX_URL)
     assert hello.srcinfo == text
-
-
-# --------------------------------------------------------------- install step
-
-
-def test_move_into_place_replaces_and_removes_older_versions(tmp_path: Path) -> None:
-    workers = tmp_path / "workers" / "demo"
-    for version in ("1-1", "2-1"):
-        (workers / version).mkdir(parents=True)
-        (workers / version / "old").write_text(version)
-    package = tmp_path / "build" / "pkg"
-    package.mkdir(parents=True)
-    (package / "new").write_text("2-1 rebuilt")
-    replaced = _move_into_place(package, workers / "2-1")
-    assert replaced == ["1-1"]
-    assert os.listdir(workers) == ["2-1"]  # no trash left behind
-    assert os.listdir(workers / "2-1") == ["new"]
-    assert not package.exists()
