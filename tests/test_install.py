@@ -491,22 +491,22 @@ async def test_split_recipe_builds_once_and_installs_each_package(tmp_path: Path
     write(
         catalog,
         "pair",
-        f"""\
+        """\
 pkgbase=pair
 pkgname=(pair-left pair-right)
 pkgver=2
 pkgrel=1
 epoch=1
 arch=(any)
-build() {{ echo built; }}
-package_pair-left() {{
+build() { echo built; }
+package_pair-left() {
     pkgdesc="left"
     mkdir -p "$pkgdir/bin"; echo "left $pkgname" > "$pkgdir/bin/left"
-}}
-package_pair-right() {{
+}
+package_pair-right() {
     depends=(sh)
     mkdir -p "$pkgdir/bin"; echo "right $pkgname" > "$pkgdir/bin/right"
-}}
+}
 """,
     )
     write(catalog, "meta", "pkgname=meta\npkgver=1\npkgrel=1\narch=(any)\ndepends=(sh)\n")
