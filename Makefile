@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit lint format bench stress clean browser
+.PHONY: install demo test unit lint format bench stress clean browser makepkg
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	VENV=$(VENV) bash scripts/demo.sh
 
-## Lint, type-check, then the whole suite (real hives, real process trees, a real browser).
-test: lint browser systemd
+## Lint, type-check, then the whole suite (real hives, real process trees, a real browser,
+## makepkg as the reference for reading recipes).
+test: lint browser systemd makepkg
 	$(PY) -m pytest
 
 ## The browser tests drive Debian's Chromium (never a downloaded browser).
@@ -34,6 +35,13 @@ systemd:
 	@command -v systemd-analyze >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; \
 	  else echo "unit checks skip without systemd-analyze: sudo apt-get install systemd" >&2; fi; }
+
+## The recipe tests compare the hive with Debian's makepkg (it needs pacman's binary too).
+## Without root they skip, saying how to install it.
+makepkg:
+	@{ test -x /usr/bin/makepkg && test -x /usr/bin/pacman; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq makepkg pacman-package-manager >/dev/null; \
+	  else echo "recipe reference tests need makepkg: sudo apt-get install makepkg pacman-package-manager (they skip until then)" >&2; fi; }
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow"

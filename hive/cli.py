@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import trio
 
 from hivewire.tokenfile import default_state_dir
 
@@ -15,7 +16,7 @@ from . import __version__
 from .catalog import CatalogUnavailable, bundled_catalog
 from .cgroups import DEFAULT_MAX_PIDS
 from .jobsandbox import DEFAULT_BUILD_USER
-from .remote import build_index
+from .remote import build_index, read_srcinfo
 from .retention import (
     DEFAULT_KEEP_BYTES,
     DEFAULT_KEEP_DAYS,
@@ -39,6 +40,14 @@ def catalog_location(ctx: click.Context, param: click.Parameter, value: object) 
     directory = click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
     result: Path = directory.convert(text, param, ctx)
     return result
+
+
+def _sha256_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise click.BadParameter(f"{value!r} is not a sha256 (64 hex digits)")
+    return value.lower()
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -122,6 +131,19 @@ def main() -> None:
     "http(s) URL of a remote catalog's index.json (fetched at start, cached in the state dir).",
 )
 @click.option(
+    "--allow-insecure-catalog",
+    is_flag=True,
+    help="Accept a plain-http catalog index URL (anyone on the way could change the "
+    "recipes and their checksums).",
+)
+@click.option(
+    "--catalog-sha256",
+    metavar="HEX",
+    callback=lambda ctx, param, value: _sha256_option(value),
+    help="Pin the catalog index by its own sha256: any other index is refused "
+    "(http is then safe too).",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(0, 3600),
     default=5.0,
@@ -196,6 +218,8 @@ def serve(
     keyfile: Path | None,
     state_dir: Path,
     catalog: Path | str,
+    allow_insecure_catalog: bool,
+    catalog_sha256: str | None,
     grace: float,
     max_parallel: int | None,
     max_websockets: int | None,
@@ -225,6 +249,8 @@ def serve(
         bind=bind,
         state_dir=state_dir,
         catalog=catalog,
+        allow_insecure_catalog=allow_insecure_catalog,
+        catalog_sha256=catalog_sha256,
         grace=grace,
         max_parallel=max_parallel,
         allow_remote=allow_remote,
@@ -252,10 +278,18 @@ def serve(
 @click.argument(
     "directory", type=click.Path(exists=True, file_okay=False, path_type=Path, resolve_path=True)
 )
-def catalog_index(directory: Path) -> None:
+@click.option(
+    "--srcinfo/--no-srcinfo",
+    default=True,
+    show_default=True,
+    help="Carry each recipe's .SRCINFO, so that hives list the catalog without running "
+    "recipe code (read here, sealed).",
+)
+def catalog_index(directory: Path, srcinfo: bool) -> None:
     """Print the index.json of a catalog DIRECTORY, for serving it as a remote catalog.
 
     Serve DIRECTORY over HTTP with the output saved as DIRECTORY/index.json,
     then start hives with `--catalog https://HOST/PATH/index.json`.
     """
-    click.echo(json.dumps(build_index(directory), indent=2))
+    metadata = trio.run(read_srcinfo, directory) if srcinfo else None
+    click.echo(json.dumps(build_index(directory, metadata), indent=2))

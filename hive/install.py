@@ -21,6 +21,13 @@ The recipe's checksum in the manifest is taken before the build runs.
 One install per worker at a time: :class:`Installer` refuses a second one while
 the first is queued or running (:class:`InstallInProgress`), so two builds of a
 worker can never interleave their install steps.
+
+A recipe with split packages (``pkgname=(a b)``) is built once, and each of its
+``package_NAME()`` functions makes a worker of its own name; installing any of
+them installs all (and claims all), and each can be removed on its own.
+Versions compare as pacman compares them (:mod:`hive.version`), and a
+``pkgver()`` function may change the version during the build: what is
+installed is the version the build reports.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import trio
 from hivewire.names import WORKER_DOWNLOAD, check_worker_name
 from hivewire.protocol import Stream
 
-from . import faults
+from . import faults, version
 from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
 from .jobsandbox import BuildUser, job_environment, which_for
@@ -172,19 +179,26 @@ class Installer:
         Raises UnknownWorker/InvalidWorkerName, :class:`RecipeBroken`,
         :class:`MissingDependencies` or :class:`InstallInProgress` before any
         job exists. If that version is installed already (and not ``force``),
-        the job does nothing and succeeds at once.
+        the job does nothing and succeeds at once. The packages of a split
+        recipe are installed together, and claimed together.
         """
-        source = self.catalog.recipe_dir(worker)
-        if worker in self._active:
-            job = self._active[worker]
-            raise InstallInProgress(worker, job.id if job else None)
-        self._active[worker] = None  # claimed: a second request is refused from now on
+        entry = await self.catalog.entry(worker)
+        names = entry.recipe.names if entry.recipe is not None else (worker,)
+        for name in names:
+            if name in self._active:
+                job = self._active[name]
+                raise InstallInProgress(worker, job.id if job else None)
+        for name in names:  # claimed: a second request is refused from now on
+            self._active[name] = None
         job = None
         try:
-            job = await self._submit(worker, source, force=force, skip_check=skip_check)
+            job = await self._submit(worker, entry.directory, force=force, skip_check=skip_check)
         finally:
-            if job is None:
-                del self._active[worker]
+            for name in names:
+                if job is None:
+                    del self._active[name]
+                else:
+                    self._active[name] = job
         return job
 
     async def _submit(self, worker: str, source: Path, *, force: bool, skip_check: bool) -> Job:
@@ -196,16 +210,19 @@ class Installer:
             await trio.to_thread.run_sync(_copy_recipe, source, recipe_dir)
             recipe_sha256 = await trio.to_thread.run_sync(_sha256, recipe_dir / "PKGBUILD")
             try:
-                recipe = await load_recipe(worker, recipe_dir)
+                recipe = await load_recipe(source.name, recipe_dir)
             except RecipeError as exc:
                 raise RecipeBroken(f"recipe {worker!r} is broken: {exc}") from None
-            target = self.workers / recipe.name / recipe.full_version
-            if not force and (target / MANIFEST).is_file():
+            if recipe.problems:
+                raise RecipeBroken(
+                    f"recipe {worker!r} cannot be built here: {'; '.join(recipe.problems)}"
+                )
+            if not force and self._all_installed(recipe):
                 await trio.to_thread.run_sync(_remove_tree, build_dir)
-                return self._start(worker, self._already_installed(recipe, target))
+                return self.engine.submit(self._already_installed(recipe))
             # As the build will look for them: a root hive's build user cannot
             # run what is installed in root's home.
-            missing = missing_dependencies(recipe, which=which_for(self.build_user))
+            missing = missing_dependencies(recipe, worker, which=which_for(self.build_user))
             if missing:
                 raise MissingDependencies(worker, missing)
             env = job_environment(self.build_user, home=build_dir)
@@ -219,20 +236,32 @@ class Installer:
                 cwd=build_dir,
                 finish=lambda job: self._finish(job, recipe, recipe_sha256, build_dir),
                 cleanup=lambda job: self._cleanup(job, build_dir),
-                settled=lambda job: self._settle(job, Swap(self.workers, recipe.name, job.id)),
+                settled=lambda job: self._settle(
+                    job, [Swap(self.workers, name, job.id) for name in recipe.names]
+                ),
             )
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_remove_tree, build_dir)
             raise
-        return self._start(worker, spec)
+        return self.engine.submit(spec)
 
-    def _already_installed(self, recipe: Recipe, target: Path) -> JobSpec:
+    def _all_installed(self, recipe: Recipe) -> bool:
+        """Every package of ``recipe`` is installed at its version (as pacman
+        compares versions: ``1.0`` and ``1.00`` are the same)."""
+        for name in recipe.names:
+            versions = [w.version for w in self.installed(name)]
+            if not any(version.vercmp(v, recipe.full_version) == 0 for v in versions):
+                return False
+        return True
+
+    def _already_installed(self, recipe: Recipe) -> JobSpec:
         """A job that runs no process: that version is there already."""
+        where = ", ".join(str(self.workers / name) for name in recipe.names)
 
         async def finish(job: Job) -> None:
             job.message(
-                f"{recipe.name} {recipe.full_version} is already installed in {target}; "
+                f"{' '.join(recipe.names)} {recipe.full_version} is already installed in {where}; "
                 'nothing to do (rebuild it with --force, or "force": true)'
             )
 
@@ -240,52 +269,60 @@ class Installer:
             self._release(job)
 
         return JobSpec(
-            operation=OPERATION, worker=recipe.name, argv=[], env={}, finish=finish, cleanup=cleanup
+            operation=OPERATION,
+            worker=recipe.names[0],
+            argv=[],
+            env={},
+            finish=finish,
+            cleanup=cleanup,
         )
 
-    def _start(self, worker: str, spec: JobSpec) -> Job:
-        job = self.engine.submit(spec)
-        self._active[worker] = job
-        return job
-
     def _release(self, job: Job) -> None:
-        if self._active.get(job.spec.worker) is job:
-            del self._active[job.spec.worker]
+        for name in [name for name, active in self._active.items() if active is job]:
+            del self._active[name]
 
     async def _cleanup(self, job: Job, build_dir: Path) -> None:
         """Whatever the outcome: no build dir left."""
         await trio.to_thread.run_sync(_remove_tree, build_dir)
 
-    async def _settle(self, job: Job, swap: Swap) -> None:
-        """Once the outcome is in the job's log: keep the new version or roll it
-        back (:func:`hive.swap.settle`); then the worker is free again."""
+    async def _settle(self, job: Job, swaps: list[Swap]) -> None:
+        """Once the outcome is in the job's log: keep the new versions or roll
+        them back (:func:`hive.swap.settle`); then the workers are free again."""
         try:
-            if swap.path.exists():
-                await trio.to_thread.run_sync(settle, swap, job.state == JobState.SUCCEEDED)
+            for swap in swaps:
+                if swap.path.exists():
+                    await trio.to_thread.run_sync(settle, swap, job.state == JobState.SUCCEEDED)
         finally:
             self._release(job)
 
     async def _finish(self, job: Job, recipe: Recipe, recipe_sha256: str, build_dir: Path) -> None:
-        package = build_dir / "pkg" / recipe.name
-        if not _real_dir(build_dir / "pkg") or not _real_dir(package):
-            raise JobFailure(f"package() did not create {package}")
-        target = self.workers / recipe.name / recipe.full_version
-        _stage(job, f"Installing into {target}")
-        try:
-            if self.build_user is not None:
-                # The build user's files become the hive's: a copy, made by the hive.
-                package = await trio.to_thread.run_sync(_copy_package, package, target.parent)
-            await trio.to_thread.run_sync(_write_manifest, recipe, recipe_sha256, package, job.id)
-            swap = await trio.to_thread.run_sync(
-                stage, self.workers, recipe.name, recipe.full_version, package, job.id
-            )
-            replaced = await trio.to_thread.run_sync(commit, swap)
-        except OSError as exc:
-            raise JobFailure(f"installing into {target} failed: {exc}") from None
-        for version in replaced:
-            if version != recipe.full_version:
-                _stage(job, f"Removed previous version {version}")
-        job.message(f"installed {recipe.name} {recipe.full_version} into {target}")
+        built = _built_version(build_dir) or recipe.full_version
+        if not _real_dir(build_dir / "pkg"):
+            raise JobFailure(f"the build did not create {build_dir / 'pkg'}")
+        for name in recipe.names:
+            if not _real_dir(build_dir / "pkg" / name):
+                raise JobFailure(f"the build did not create {build_dir / 'pkg' / name}")
+        for name in recipe.names:
+            package = build_dir / "pkg" / name
+            target = self.workers / name / built
+            _stage(job, f"Installing {name} into {target}")
+            try:
+                if self.build_user is not None:
+                    # The build user's files become the hive's: a copy, made by the hive.
+                    package = await trio.to_thread.run_sync(_copy_package, package, target.parent)
+                await trio.to_thread.run_sync(
+                    _write_manifest, recipe, name, built, recipe_sha256, package, job.id
+                )
+                swap = await trio.to_thread.run_sync(
+                    stage, self.workers, name, built, package, job.id
+                )
+                replaced = await trio.to_thread.run_sync(commit, swap)
+            except OSError as exc:
+                raise JobFailure(f"installing into {target} failed: {exc}") from None
+            for old in replaced:
+                if old != built:
+                    _stage(job, f"Removed previous version {old} of {name}")
+            job.message(f"installed {name} {built} into {target}")
         faults.point("install:finished")
 
     def installed(self, worker: str | None = None) -> list[InstalledWorker]:
@@ -309,6 +346,9 @@ class Installer:
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable manifest %s: %s", manifest_path, exc)
+        # By name, then oldest to newest version as pacman orders them.
+        result.sort(key=lambda w: version.sort_key(w.version))
+        result.sort(key=lambda w: w.name)
         return result
 
     async def remove(self, worker: str) -> list[str]:
@@ -331,8 +371,18 @@ class Installer:
 
 
 def _stage(job: Job, text: str) -> None:
-    """A stage line in the build's own output, in makepkg.sh's ``==>`` style."""
-    job.log.append_output(Stream.STDOUT, f"==> {text}\n".encode())
+    """A stage line on the job's stderr, in makepkg.sh's ``==>`` style: stdout
+    is the recipe's alone."""
+    job.log.append_output(Stream.STDERR, f"==> {text}\n".encode())
+
+
+def _built_version(build_dir: Path) -> str | None:
+    """The version makepkg.sh reports having built (after ``pkgver()``)."""
+    try:
+        text = (build_dir / "version").read_text().strip()
+    except OSError:
+        return None
+    return text if text and "/" not in text and not text.startswith(".") else None
 
 
 def build_root(state_dir: Path, *, shared: bool) -> Path:
@@ -416,7 +466,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_manifest(
-    recipe: Recipe, recipe_sha256: str, package: Path, job_id: str
+    recipe: Recipe, name: str, built: str, recipe_sha256: str, package: Path, job_id: str
 ) -> dict[str, Any]:
     files = {
         str(path.relative_to(package)): _sha256(path)
@@ -424,8 +474,10 @@ def _write_manifest(
         if path.is_file() and not path.is_symlink()
     }
     manifest: dict[str, Any] = {
-        "name": recipe.name,
-        "version": recipe.full_version,
+        "name": name,
+        "version": built,
+        "pkgbase": recipe.pkgbase,
+        "packages": list(recipe.names),
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "job_id": job_id,
         "recipe_sha256": recipe_sha256,

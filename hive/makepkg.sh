@@ -13,20 +13,26 @@
 #                       downloaded sources are stored here too, like makepkg's
 #                       default SRCDEST
 #   src/                $srcdir: sources are symlinked/cloned/extracted here
-#   pkg/<pkgname>/      $pkgdir: what package() installs = the finished worker
+#   pkg/<pkgname>/      $pkgdir: what package() (or package_<pkgname>() of a
+#                       split recipe) installs = the finished worker; a meta
+#                       package (no package function) leaves it empty
+#   version             the full version built ([epoch:]pkgver-pkgrel), written
+#                       last: pkgver() may have changed it
 #
 # Environment read:
 #   HIVE_JOB_ID         informational, passed through to the recipe functions
 #   HIVE_SKIP_CHECK=1   do not run check()
 #   MAKEFLAGS           passed through untouched
 #
-# Output protocol (stdout): one "==> " line per stage, in this order:
+# Output protocol: stdout is the recipe's own, untouched.  On stderr, as makepkg
+# does, one "==> " line per stage, in this order:
 #   ==> Fetching sources / Verifying checksums / Extracting sources /
-#   Starting prepare() / Starting build() / Starting check() (or Skipping
-#   check()) / Starting package() / Finished: <pkgname> <pkgver>-<pkgrel>
+#   Starting prepare() / Starting pkgver() / Starting build() / Starting
+#   check() (or Skipping check()) / Starting package() (split recipes: one
+#   Starting package_<name>() each) / Finished: <pkgbase> <full version>
 # "Starting X()" lines appear only for functions the recipe defines.  Detail
-# lines start with "  -> ".  The driver reports its own errors on stderr as a
-# single "==> ERROR: <reason>" line (tools it runs, like curl or git, may have
+# lines start with "  -> ".  The driver reports its own errors as a single
+# "==> ERROR: <reason>" line (tools it runs, like curl or git, may have
 # written their own diagnostics just before).
 #
 # Exit status: 0 on success; the failing command's status when a recipe
@@ -41,8 +47,8 @@ umask 0022
 exec </dev/null
 shopt -s extglob
 
-_hive_msg() { printf '==> %s\n' "$*"; }
-_hive_msg2() { printf '  -> %s\n' "$*"; }
+_hive_msg() { printf '==> %s\n' "$*" >&2; }
+_hive_msg2() { printf '  -> %s\n' "$*" >&2; }
 _hive_die() {
 	printf '==> ERROR: %s\n' "$1" >&2
 	exit "${2:-1}"
@@ -85,29 +91,52 @@ source "$startdir/PKGBUILD" || _hive_die "sourcing PKGBUILD failed"
 cd -- "$startdir" || _hive_die "cannot enter $startdir"
 
 # ---------------------------------------------------------------- validation
-[[ -n ${pkgname-} ]] || _hive_die "pkgname is not set in PKGBUILD"
-[[ -n ${pkgver-} ]] || _hive_die "pkgver is not set in PKGBUILD"
-[[ -n ${pkgrel-} ]] || _hive_die "pkgrel is not set in PKGBUILD"
-declare -F package >/dev/null || _hive_die "PKGBUILD has no package() function"
-
-_hive_pkgname=${pkgname[0]}
-# The same rules as hive/pkgbuild.py; pkgname also becomes a path component.
-if [[ ! $_hive_pkgname =~ ^[a-z0-9@_+][a-z0-9@._+-]*$ ]]; then
-	_hive_die "invalid pkgname: $_hive_pkgname"
+# The hive has read the recipe already (hive/srcinfo.sh, makepkg's rules); this
+# repeats what the build itself relies on, with makepkg's messages.
+(( ${#pkgname[@]} )) && [[ -n ${pkgname[0]} ]] || _hive_die "pkgname is not allowed to be empty."
+[[ -n ${pkgver-} ]] || _hive_die "pkgver is not allowed to be empty."
+[[ -n ${pkgrel-} ]] || _hive_die "pkgrel is not allowed to be empty."
+pkgbase=${pkgbase:-${pkgname[0]}}
+_hive_names=("${pkgname[@]}")
+for _hive_p in "$pkgbase" "${_hive_names[@]}"; do
+	# The same rule as hive/catalog.py: a worker name is also a path component.
+	if [[ ! $_hive_p =~ ^[a-z0-9@_+][a-z0-9@._+-]*$ ]]; then
+		_hive_die "invalid pkgname: $_hive_p"
+	fi
+done
+_hive_check_pkgver() {
+	if [[ $1 =~ [[:space:]:/-] ]]; then
+		_hive_die "pkgver is not allowed to contain colons, forward slashes, hyphens or whitespace."
+	fi
+}
+_hive_check_pkgver "$pkgver"
+[[ $pkgrel =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+	_hive_die "pkgrel must be of the form 'integer[.integer]', not $pkgrel."
+[[ ${epoch:-0} =~ ^[0-9]*$ ]] || _hive_die "epoch must be an integer, not $epoch."
+if (( ${#_hive_names[@]} > 1 )); then
+	declare -F package >/dev/null && _hive_die "Extra package() function for split package '$pkgbase'"
+	for _hive_p in "${_hive_names[@]}"; do
+		declare -F "package_$_hive_p" >/dev/null ||
+			_hive_die "Missing package_$_hive_p() function for split package '$_hive_p'"
+	done
+elif declare -F build >/dev/null && ! declare -F package >/dev/null &&
+	! declare -F "package_${_hive_names[0]}" >/dev/null; then
+	_hive_die "Missing package() function in PKGBUILD"
 fi
-if [[ $pkgver =~ [[:space:]:/-] ]]; then
-	_hive_die "pkgver must not contain hyphens, colons, slashes or whitespace: $pkgver"
-fi
-[[ $pkgrel =~ ^[0-9]+(\.[0-9]+)?$ ]] || _hive_die "invalid pkgrel: $pkgrel"
-pkgdir=$_hive_build/pkg/$_hive_pkgname
-export pkgdir
 
-(( ${#arch[@]} )) || _hive_die "arch is not set in PKGBUILD"
+_hive_fullver() {
+	if (( ${epoch:-0} > 0 )); then
+		printf '%s:%s-%s' "$((10#$epoch))" "$pkgver" "$pkgrel"
+	else
+		printf '%s-%s' "$pkgver" "$pkgrel"
+	fi
+}
+
 _hive_arch_ok=0
 for _hive_a in "${arch[@]}"; do
 	[[ $_hive_a == any || $_hive_a == "$CARCH" ]] && _hive_arch_ok=1
 done
-(( _hive_arch_ok )) || _hive_die "$_hive_pkgname is not available for the '$CARCH' architecture"
+(( _hive_arch_ok )) || _hive_die "$pkgbase is not available for the '$CARCH' architecture."
 
 # Combine the generic and the architecture-specific arrays, as makepkg does.
 _hive_concat() { # _hive_concat OUT NAME: OUT=(NAME[@] NAME_$CARCH[@])
@@ -115,12 +144,40 @@ _hive_concat() { # _hive_concat OUT NAME: OUT=(NAME[@] NAME_$CARCH[@])
 	_hive_out_ref=("${_hive_gen_ref[@]}" "${_hive_arch_ref[@]}")
 }
 _hive_concat _hive_sources source
-_hive_concat _hive_sums sha256sums
 _hive_concat _hive_deps depends
 _hive_concat _hive_mdeps makedepends
 
-if (( ${#_hive_sources[@]} != ${#_hive_sums[@]} )); then
-	_hive_die "sha256sums has ${#_hive_sums[@]} entries but source has ${#_hive_sources[@]}"
+# Checksums: every kind makepkg knows.  Each list that is there must be as long
+# as its source array (generic and $CARCH apart), and every source array needs
+# at least one kind; then each source is checked against every kind it has.
+_hive_kinds=(ck md5 sha1 sha224 sha256 sha384 sha512 b2)
+_hive_used_kinds=()
+declare -A _hive_unverified=()
+(( ${#source[@]} )) && _hive_unverified[source]=1
+_hive_nref="source_$CARCH[@]"
+_hive_n=("${!_hive_nref}")
+(( ${#_hive_n[@]} )) && _hive_unverified[source_$CARCH]=1
+for _hive_k in "${_hive_kinds[@]}"; do
+	_hive_used=0
+	for _hive_suffix in "" "_$CARCH"; do
+		_hive_sref="${_hive_k}sums$_hive_suffix[@]"
+		_hive_nref="source$_hive_suffix[@]"
+		_hive_s=("${!_hive_sref}")
+		_hive_n=("${!_hive_nref}")
+		(( ${#_hive_s[@]} )) || continue
+		if (( ${#_hive_s[@]} != ${#_hive_n[@]} )); then
+			_hive_die "Integrity checks ($_hive_k) differ in size from the source array."
+		fi
+		unset "_hive_unverified[source$_hive_suffix]"
+		_hive_used=1
+	done
+	if (( _hive_used )); then
+		_hive_used_kinds+=("$_hive_k")
+		_hive_concat "_hive_sums_$_hive_k" "${_hive_k}sums"
+	fi
+done
+if (( ${#_hive_unverified[@]} )); then
+	_hive_die "Integrity checks are missing for: ${!_hive_unverified[*]}"
 fi
 
 # -------------------------------------------------------------- dependencies
@@ -141,8 +198,8 @@ fi
 # ------------------------------------------------------------------- sources
 # Each source entry is split into a file name (what appears in $srcdir), a
 # kind, and a location.  Parallel arrays keep bash 4/5 portable.
-_hive_names=()
-_hive_kinds=()
+_hive_files=()
+_hive_protos=()
 _hive_urls=()
 for _hive_s in "${_hive_sources[@]}"; do
 	_hive_n=
@@ -168,8 +225,8 @@ for _hive_s in "${_hive_sources[@]}"; do
 	if [[ -z $_hive_n || $_hive_n == . || $_hive_n == .. || $_hive_n == */* ]]; then
 		_hive_die "cannot derive a file name from source: $_hive_s"
 	fi
-	_hive_names+=("$_hive_n")
-	_hive_kinds+=("$_hive_k")
+	_hive_files+=("$_hive_n")
+	_hive_protos+=("$_hive_k")
 	_hive_urls+=("$_hive_u")
 done
 
@@ -214,10 +271,10 @@ _hive_git() { # URL(with git+ and #fragment) DEST-DIR
 }
 
 _hive_msg "Fetching sources"
-for _hive_i in "${!_hive_names[@]}"; do
-	_hive_n=${_hive_names[_hive_i]}
+for _hive_i in "${!_hive_files[@]}"; do
+	_hive_n=${_hive_files[_hive_i]}
 	_hive_u=${_hive_urls[_hive_i]}
-	case ${_hive_kinds[_hive_i]} in
+	case ${_hive_protos[_hive_i]} in
 		local)
 			[[ -f $startdir/$_hive_u ]] || _hive_die "source file not found: $_hive_u"
 			_hive_msg2 "Found $_hive_u"
@@ -255,28 +312,33 @@ for _hive_i in "${!_hive_names[@]}"; do
 done
 
 _hive_msg "Verifying checksums"
-for _hive_i in "${!_hive_names[@]}"; do
-	_hive_n=${_hive_names[_hive_i]}
-	_hive_want=${_hive_sums[_hive_i],,}
-	if [[ ${_hive_sums[_hive_i]} == SKIP || ${_hive_kinds[_hive_i]} == git ]]; then
+for _hive_i in "${!_hive_files[@]}"; do
+	_hive_n=${_hive_files[_hive_i]}
+	_hive_done=()
+	for _hive_k in "${_hive_used_kinds[@]}"; do
+		_hive_ref="_hive_sums_$_hive_k[_hive_i]"
+		_hive_want=${!_hive_ref,,}
+		[[ $_hive_want == skip || ${_hive_protos[_hive_i]} == git ]] && continue
+		type -P "${_hive_k}sum" >/dev/null ||
+			_hive_die "Cannot find the ${_hive_k}sum binary required for source file checksums operations."
+		_hive_got=$("${_hive_k}sum" <"$startdir/$_hive_n") || _hive_die "cannot checksum $_hive_n"
+		_hive_got=${_hive_got%% *}
+		if [[ $_hive_got != "$_hive_want" ]]; then
+			_hive_die "checksum mismatch for $_hive_n ($_hive_k)"
+		fi
+		_hive_done+=("$_hive_k")
+	done
+	if (( ${#_hive_done[@]} )); then
+		_hive_msg2 "$_hive_n ... Passed (${_hive_done[*]})"
+	else
 		_hive_msg2 "$_hive_n ... Skipped"
-		continue
 	fi
-	if [[ ! $_hive_want =~ ^[0-9a-f]{64}$ ]]; then
-		_hive_die "invalid sha256sum for $_hive_n: ${_hive_sums[_hive_i]}"
-	fi
-	_hive_got=$(sha256sum -- "$startdir/$_hive_n") || _hive_die "cannot checksum $_hive_n"
-	_hive_got=${_hive_got%% *}
-	if [[ $_hive_got != "$_hive_want" ]]; then
-		_hive_die "checksum mismatch for $_hive_n"
-	fi
-	_hive_msg2 "$_hive_n ... Passed"
 done
 
 _hive_msg "Extracting sources"
-for _hive_i in "${!_hive_names[@]}"; do
-	_hive_n=${_hive_names[_hive_i]}
-	[[ ${_hive_kinds[_hive_i]} == git ]] && continue
+for _hive_i in "${!_hive_files[@]}"; do
+	_hive_n=${_hive_files[_hive_i]}
+	[[ ${_hive_protos[_hive_i]} == git ]] && continue
 	_hive_skip=0
 	for _hive_x in "${noextract[@]}"; do
 		[[ $_hive_x == "$_hive_n" ]] && _hive_skip=1
@@ -320,6 +382,17 @@ _hive_run() { # FUNCTION
 }
 
 if declare -F prepare >/dev/null; then _hive_run prepare; fi
+if declare -F pkgver >/dev/null; then
+	# As makepkg: a VCS recipe computes its version from the sources.
+	_hive_msg "Starting pkgver()"
+	_hive_newver=$(cd -- "$srcdir" && set -eE && pkgver) || _hive_die "A failure occurred in pkgver()."
+	_hive_check_pkgver "$_hive_newver"
+	[[ -n $_hive_newver ]] || _hive_die "pkgver() returned nothing"
+	if [[ $_hive_newver != "$pkgver" ]]; then
+		pkgver=$_hive_newver
+		_hive_msg2 "Updated version: $pkgbase $(_hive_fullver)"
+	fi
+fi
 if declare -F build >/dev/null; then _hive_run build; fi
 if declare -F check >/dev/null; then
 	if [[ ${HIVE_SKIP_CHECK-} == 1 ]]; then
@@ -328,8 +401,25 @@ if declare -F check >/dev/null; then
 		_hive_run check
 	fi
 fi
-mkdir -p -- "$pkgdir" || _hive_die "cannot create $pkgdir"
-_hive_run package
 
-_hive_msg "Finished: $_hive_pkgname $pkgver-$pkgrel"
+# One package function per package; what one changes (its overrides of depends
+# and the like) must not leak into the next, as makepkg restores them too.
+_hive_saved=$(declare -p pkgdesc url license groups depends optdepends provides conflicts \
+	replaces backup options install changelog arch 2>/dev/null)
+for _hive_p in "${_hive_names[@]}"; do
+	pkgdir=$_hive_build/pkg/$_hive_p
+	export pkgdir
+	mkdir -p -- "$pkgdir" || _hive_die "cannot create $pkgdir"
+	pkgname=$_hive_p
+	if (( ${#_hive_names[@]} == 1 )) && declare -F package >/dev/null; then
+		_hive_run package
+	elif declare -F "package_$_hive_p" >/dev/null; then
+		_hive_run "package_$_hive_p"
+	fi
+	eval "$_hive_saved"
+done
+pkgname=("${_hive_names[@]}")
+
+printf '%s\n' "$(_hive_fullver)" >"$_hive_build/version" || _hive_die "cannot write $_hive_build/version"
+_hive_msg "Finished: $pkgbase $(_hive_fullver)"
 exit 0

@@ -16,7 +16,17 @@ The index format (version 1), with URLs relative to the index's own URL::
         "files": [
           {"path": "PKGBUILD", "url": "hello/PKGBUILD", "sha256": "<64 hex>"},
           {"path": "hello.sh", "url": "hello/hello.sh", "sha256": "<64 hex>",
-           "executable": true}]}]}
+           "executable": true}],
+        "srcinfo": "pkgbase = hello\n\tpkgver = 1.0\n..."}]}
+
+A worker's optional ``srcinfo`` is its .SRCINFO (``makepkg --printsrcinfo``):
+with it, listing the catalog reads metadata from the index and runs no recipe
+code at all (the build re-reads the real PKGBUILD, sealed).
+
+The file hashes protect the files only as well as the index is protected: a
+plain-http index is refused unless the operator opts in
+(``--allow-insecure-catalog``) or pins the index by its own sha256
+(``--catalog-sha256``), which also makes http safe.
 
 :func:`parse_index` (pure) validates it; :func:`build_index` writes one for a
 catalog directory (``hive catalog-index DIR``).
@@ -30,7 +40,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -43,7 +53,8 @@ import trio
 from hivewire.names import InvalidWorkerName, check_worker_name
 
 from . import __version__
-from .catalog import Catalog, CatalogUnavailable
+from .catalog import Catalog, CatalogUnavailable, check_recipe
+from .pkgbuild import Recipe, RecipeError, parse_srcinfo, recipe_from_srcinfo
 
 log = logging.getLogger("hive.catalog")
 
@@ -81,6 +92,7 @@ class IndexFile:
 class IndexWorker:
     name: str
     files: tuple[IndexFile, ...]
+    srcinfo: str | None = None
 
 
 def _check_path(path: object, where: str) -> str:
@@ -135,7 +147,7 @@ def _parse_worker(raw: object, base: str, position: int) -> IndexWorker:
     where = f"workers[{position}]"
     if not isinstance(raw, dict):
         raise BadIndex(f"{where} must be an object")
-    unknown = set(raw) - {"name", "files"}
+    unknown = set(raw) - {"name", "files", "srcinfo"}
     if unknown:
         raise BadIndex(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     name = raw.get("name")
@@ -161,7 +173,15 @@ def _parse_worker(raw: object, base: str, position: int) -> IndexWorker:
         raise BadIndex(f"{where}: a path is both a file and a directory")
     if "PKGBUILD" not in paths:
         raise BadIndex(f"{where}: no PKGBUILD among its files")
-    return IndexWorker(name, files)
+    srcinfo = raw.get("srcinfo")
+    if srcinfo is not None:
+        if not isinstance(srcinfo, str):
+            raise BadIndex(f"{where}: srcinfo must be a string")
+        try:
+            parse_srcinfo(srcinfo)
+        except RecipeError as exc:
+            raise BadIndex(f"{where}: bad srcinfo: {exc}") from None
+    return IndexWorker(name, files, srcinfo)
 
 
 def parse_index(data: bytes, index_url: str) -> list[IndexWorker]:
@@ -194,11 +214,12 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_index(directory: Path) -> dict[str, Any]:
+def build_index(directory: Path, srcinfo: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The index of a catalog directory, with URLs relative to the directory:
-    serve ``directory`` over HTTP with the index as ``index.json`` at its top."""
+    serve ``directory`` over HTTP with the index as ``index.json`` at its top.
+    ``srcinfo`` maps recipe folders to their .SRCINFO (see :func:`read_srcinfo`)."""
     workers = []
-    for name in Catalog(directory).names():
+    for name in Catalog(directory).folders():
         folder = directory / name
         files = []
         for path in sorted(folder.rglob("*")):
@@ -213,8 +234,21 @@ def build_index(directory: Path) -> dict[str, Any]:
             if os.access(path, os.X_OK):
                 entry["executable"] = True
             files.append(entry)
-        workers.append({"name": name, "files": files})
+        worker: dict[str, Any] = {"name": name, "files": files}
+        if srcinfo and name in srcinfo:
+            worker["srcinfo"] = srcinfo[name]
+        workers.append(worker)
     return {"version": INDEX_VERSION, "workers": workers}
+
+
+async def read_srcinfo(directory: Path) -> dict[str, str]:
+    """The .SRCINFO of every readable recipe of a catalog directory (read sealed)."""
+    catalog = Catalog(directory)
+    result: dict[str, str] = {}
+    for entry in await catalog.entries():
+        if entry.recipe is not None:
+            result[entry.recipe.pkgbase] = entry.recipe.srcinfo
+    return result
 
 
 def _now() -> str:
@@ -226,10 +260,19 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def insecure_message(url: str) -> str:
+    return (
+        f"refusing the catalog index {url}: over plain http anyone on the way can change it "
+        "and the checksums in it; use https, pin it with --catalog-sha256, or pass "
+        "--allow-insecure-catalog"
+    )
+
+
 async def _fetch(
     client: httpx.AsyncClient, url: str, limit: int, sink: Callable[[bytes], object]
-) -> None:
-    """GET ``url`` into ``sink`` chunk by chunk, refusing more than ``limit`` bytes."""
+) -> str:
+    """GET ``url`` into ``sink`` chunk by chunk, refusing more than ``limit`` bytes.
+    Returns the URL the body came from (after redirects)."""
     size = 0
     try:
         async with client.stream("GET", url) as response:
@@ -240,6 +283,7 @@ async def _fetch(
                 if size > limit:
                     raise CatalogUnavailable(f"{url} is larger than {limit} bytes")
                 sink(chunk)
+            return str(response.url)
     except httpx.HTTPError as exc:
         raise CatalogUnavailable(f"cannot fetch {url}: {_reason(exc)}") from None
 
@@ -262,8 +306,16 @@ class RemoteCatalog(Catalog):
 
     kind = "remote"
 
-    def __init__(self, url: str, cache_dir: Path) -> None:
+    def __init__(
+        self, url: str, cache_dir: Path, *, allow_insecure: bool = False, pin: str | None = None
+    ) -> None:
+        if urlsplit(url).scheme != "https" and not allow_insecure and pin is None:
+            raise CatalogUnavailable(insecure_message(url))
         self.url = url
+        self.pin = pin.lower() if pin else None
+        self.allow_insecure = allow_insecure
+        #: recipe folder -> its .SRCINFO from the index in use.
+        self._srcinfo: dict[str, str] = {}
         self.cache_dir = cache_dir
         self.trees = cache_dir / TREES
         super().__init__(self.trees / "(none)", location=url)
@@ -288,6 +340,7 @@ class RemoteCatalog(Catalog):
                     f"in {self.cache_dir}"
                 ) from None
             self.root = self.cache_dir / state["tree"]
+            self._srcinfo = self._cached_srcinfo()
             self.fetched_at = state.get("fetched_at")
             self.stale = True
             log.warning(
@@ -310,9 +363,24 @@ class RemoteCatalog(Catalog):
             return None
         return state
 
+    def _cached_srcinfo(self) -> dict[str, str]:
+        try:
+            workers = parse_index((self.cache_dir / INDEX_FILE).read_bytes(), self.url)
+        except (OSError, BadIndex):
+            return {}
+        return {w.name: w.srcinfo for w in workers if w.srcinfo is not None}
+
+    async def load(self, folder: str, directory: Path) -> Recipe:
+        """From the index's .SRCINFO when it has one: no recipe code runs."""
+        text = self._srcinfo.get(folder)
+        if text is None:
+            return await super().load(folder, directory)
+        return check_recipe(folder, recipe_from_srcinfo(text))
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "pinned": self.pin is not None,
             "fetched_at": self.fetched_at,
             "stale": self.stale,
             "error": self.last_error,
@@ -325,7 +393,7 @@ class RemoteCatalog(Catalog):
         async with self._lock:
             try:
                 with trio.fail_after(REFRESH_TIMEOUT):
-                    tree, index = await self._fetch_tree()
+                    tree, index, srcinfo = await self._fetch_tree()
             except trio.TooSlowError:
                 reason = f"fetching {self.url} took longer than {REFRESH_TIMEOUT:g} s"
                 self._failed(reason)
@@ -339,6 +407,7 @@ class RemoteCatalog(Catalog):
             _write_atomically(self.cache_dir / INDEX_FILE, index)
             _write_atomically(self.cache_dir / STATE_FILE, json.dumps(state).encode())
             self.root, self.stale, self.last_error = tree, False, None
+            self._srcinfo = srcinfo
             if changed:
                 self.forget()
             # Keep the previous tree: a listing that started before the swap may still read it.
@@ -346,33 +415,41 @@ class RemoteCatalog(Catalog):
             log.info(
                 "catalog %s fetched: %d worker(s)%s",
                 self.url,
-                len(self.names()),
+                len(self.folders()),
                 "" if changed else ", unchanged",
             )
-            return {**self.describe(), "workers": len(self.names()), "changed": changed}
+            return {**self.describe(), "workers": len(self.folders()), "changed": changed}
 
     def _failed(self, reason: str) -> None:
         """The catalog in use (if any) is now known to be out of date."""
         self.last_error = reason
         self.stale = self.fetched_at is not None
 
-    async def _fetch_tree(self) -> tuple[Path, bytes]:
+    async def _fetch_tree(self) -> tuple[Path, bytes, dict[str, str]]:
         async with httpx.AsyncClient(
             timeout=HTTP_TIMEOUT,
             follow_redirects=True,
             headers={"User-Agent": f"hive/{__version__}"},
         ) as client:
             chunks: list[bytes] = []
-            await _fetch(client, self.url, MAX_INDEX_BYTES, chunks.append)
+            final_url = await _fetch(client, self.url, MAX_INDEX_BYTES, chunks.append)
+            if urlsplit(final_url).scheme != "https" and not self.allow_insecure and not self.pin:
+                raise CatalogUnavailable(insecure_message(final_url))
             index = b"".join(chunks)
+            digest = hashlib.sha256(index).hexdigest()
+            if self.pin is not None and digest != self.pin:
+                raise CatalogUnavailable(
+                    f"catalog index {self.url} has sha256 {digest}, not the pinned {self.pin}"
+                )
             try:
                 workers = parse_index(index, self.url)
             except BadIndex as exc:
                 raise CatalogUnavailable(f"bad catalog index {self.url}: {exc}") from None
+            srcinfo = {w.name: w.srcinfo for w in workers if w.srcinfo is not None}
             # Trees are named by the index's hash: an unchanged index reuses its tree.
-            tree = self.trees / hashlib.sha256(index).hexdigest()[:16]
+            tree = self.trees / digest[:16]
             if tree.is_dir():
-                return tree, index
+                return tree, index, srcinfo
             self.trees.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.trees))
             try:
@@ -382,7 +459,7 @@ class RemoteCatalog(Catalog):
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_remove, staging)
                 raise
-            return tree, index
+            return tree, index, srcinfo
 
     async def _download_all(
         self, client: httpx.AsyncClient, workers: list[IndexWorker], staging: Path
@@ -430,10 +507,18 @@ async def _download(client: httpx.AsyncClient, worker: str, file: IndexFile, des
     dest.chmod(0o755 if file.executable else 0o644)
 
 
-async def open_catalog(location: Path | str, state_dir: Path) -> Catalog:
+async def open_catalog(
+    location: Path | str,
+    state_dir: Path,
+    *,
+    allow_insecure: bool = False,
+    pin: str | None = None,
+) -> Catalog:
     """The catalog at ``location``: a directory, or an http(s) URL of an index."""
     if isinstance(location, str):
-        catalog = RemoteCatalog(location, state_dir / "catalog-cache")
+        catalog = RemoteCatalog(
+            location, state_dir / "catalog-cache", allow_insecure=allow_insecure, pin=pin
+        )
         await catalog.open()
         return catalog
     return Catalog(location)

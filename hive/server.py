@@ -34,6 +34,7 @@ from hivewire.tokenfile import (
     token_path,
 )
 
+from . import sandbox
 from .api import create_app
 from .api.auth import Access
 from .api.inputs import MAX_HEAD
@@ -45,7 +46,7 @@ from .fdlimit import FdLimit, raise_nofile_limit
 from .install import Installer
 from .jobs import JobEngine
 from .jobsandbox import DEFAULT_BUILD_USER, BuildUser, BuildUserError
-from .remote import open_catalog
+from .remote import insecure_message, open_catalog
 from .retention import Retention
 from .services import Services
 from .statedir import prepare_state_dir
@@ -115,6 +116,10 @@ class HiveConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     #: A directory, or the http(s) URL of a remote catalog's index (a str).
     catalog: Path | str = field(default_factory=bundled_catalog)
+    #: Accept a plain-http catalog index (its checksums could be changed on the way).
+    allow_insecure_catalog: bool = False
+    #: The sha256 of the one catalog index to accept.
+    catalog_sha256: str | None = None
     grace: float = 5.0
     max_parallel: int | None = None
     #: Binding a non-loopback address needs this: the token is then the only guard.
@@ -157,6 +162,13 @@ class HiveConfig:
             )
         if (self.certfile is None) != (self.keyfile is None):
             raise HiveConfigError("--certfile and --keyfile go together")
+        if (
+            isinstance(self.catalog, str)
+            and not self.catalog.startswith("https://")
+            and not self.allow_insecure_catalog
+            and self.catalog_sha256 is None
+        ):
+            raise HiveConfigError(insecure_message(self.catalog))
 
 
 async def serve(
@@ -190,7 +202,14 @@ async def serve(
             build_user = BuildUser.lookup(config.build_user) if os.geteuid() == 0 else None
         except BuildUserError as exc:
             raise HiveConfigError(str(exc)) from None
-        catalog = await open_catalog(config.catalog, config.state_dir)
+        catalog = await open_catalog(
+            config.catalog,
+            config.state_dir,
+            allow_insecure=config.allow_insecure_catalog,
+            pin=config.catalog_sha256,
+        )
+        readers = await trio.to_thread.run_sync(sandbox.detect)
+        log.info("recipes are read sealed: %s", readers.describe())
         fds = raise_nofile_limit()
         async with open_containment(
             config.state_dir,
@@ -233,6 +252,19 @@ def state_dir_lock(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+async def _warm_catalog(catalog: Catalog) -> None:
+    """Read every recipe once in the background, so that the first listing finds
+    the metadata cached (each read is a sealed process)."""
+    started = trio.current_time()
+    entries = await catalog.entries()
+    log.info(
+        "catalog read: %d worker(s), %d broken, in %.2f s",
+        len(entries),
+        sum(entry.broken for entry in entries),
+        trio.current_time() - started,
+    )
 
 
 async def _serve(
@@ -306,6 +338,7 @@ async def _serve(
             nursery.cancel_scope.cancel()
 
         bound = await nursery.start(run_server)
+        nursery.start_soon(_warm_catalog, catalog)
         url = bound[0] if bound else f"http://{config.bind}"
         log.info(
             "ready on %s (state dir %s, token in %s, catalog %s, grace %gs, teardown layers: %s; "

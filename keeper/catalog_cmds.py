@@ -27,6 +27,8 @@ def catalog_status(row: dict[str, Any]) -> str:
         return f"installing (job {row['installing']})"
     if row.get("missing"):
         return "missing dependencies"
+    if row.get("newer"):
+        return "newer than installed"
     return "ok"
 
 
@@ -56,22 +58,41 @@ def info_lines(entry: dict[str, Any]) -> list[str]:
         ("status", catalog_status(entry)),
         ("installed", _list(entry.get("installed"))),
     ]
-    if not entry.get("broken"):
+    if entry.get("srcinfo"):
+        packages = entry.get("packages") or []
+        optdepends = [
+            f"{o.get('name')}: {o.get('description')}" if o.get("description") else o.get("name")
+            for o in entry.get("optdepends") or []
+        ]
         fields += [
+            ("pkgbase", entry.get("pkgbase") if len(packages) > 1 else None),
+            ("packages", _list(packages) if len(packages) > 1 else None),
             ("url", entry.get("url")),
             ("license", _list(entry.get("license"))),
             ("arch", _list(entry.get("arch"))),
+            ("groups", _list(entry.get("groups")) if entry.get("groups") else None),
             ("depends", _list(entry.get("depends"))),
             ("makedepends", _list(entry.get("makedepends"))),
+            (
+                "checkdepends",
+                _list(entry.get("checkdepends")) if entry.get("checkdepends") else None,
+            ),
+            ("optdepends", "; ".join(optdepends) if optdepends else None),
+            ("provides", _list(entry.get("provides")) if entry.get("provides") else None),
+            ("conflicts", _list(entry.get("conflicts")) if entry.get("conflicts") else None),
+            ("replaces", _list(entry.get("replaces")) if entry.get("replaces") else None),
+            ("backup", _list(entry.get("backup")) if entry.get("backup") else None),
+            ("options", _list(entry.get("options")) if entry.get("options") else None),
             ("missing", _list(entry.get("missing"))),
             ("functions", _list(entry.get("functions"))),
         ]
     lines = [f"{name + ':':<13}{value}" for name, value in fields if value not in (None, "")]
-    sums = entry.get("sha256sums") or []
+    checksums: dict[str, list[str]] = entry.get("checksums") or {}
     for index, source in enumerate(entry.get("sources") or []):
-        checksum = sums[index] if index < len(sums) else "?"
         lines.append(f"{'source:':<13}{source}")
-        lines.append(f"{'  sha256:':<13}{checksum}")
+        for kind, sums in checksums.items():
+            checksum = sums[index] if index < len(sums) else "?"
+            lines.append(f"{'  ' + kind + ':':<13}{checksum}")
     return lines
 
 
@@ -118,14 +139,20 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.argument("worker", shell_complete=complete_workers)
     @json_option
+    @click.option("--srcinfo", is_flag=True, help="Print the recipe's .SRCINFO, as makepkg does.")
     @pass_context
-    def info(ctx: Context, worker: str, as_json: bool) -> None:
+    def info(ctx: Context, worker: str, as_json: bool, srcinfo: bool) -> None:
         """Show WORKER's recipe: version, dependencies, sources and checksums."""
 
         async def main() -> int:
             async with ctx.client() as client:
                 entry = await client.catalog_entry(worker)
-            if as_json:
+            if srcinfo:
+                if not entry.get("srcinfo"):
+                    ctx.console.status(f"{worker}: no .SRCINFO: {entry.get('reason')}")
+                    return ExitCode.REFUSED
+                click.echo(entry["srcinfo"], nl=False)
+            elif as_json:
                 echo_json_lines([entry])
             else:
                 for line in info_lines(entry):

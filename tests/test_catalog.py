@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hive import catalog as catalog_module
 from hive.catalog import Catalog, UnknownWorker, bundled_catalog
 from hive.remote import BadIndex, build_index, parse_index
 from hivewire.names import InvalidWorkerName
@@ -54,34 +55,78 @@ async def test_entries_list_broken_recipes_beside_good_ones(tmp_path: Path) -> N
     assert not entries["good"].broken and entries["good"].problem is None
     assert entries["syntax"].broken
     assert "syntax error" in (entries["syntax"].problem or "")
-    assert "pkgver '1-2' must not contain hyphens" in (entries["badver"].problem or "")
-    assert entries["other"].problem == "pkgname 'renamed' does not match its catalog folder 'other'"
+    assert entries["badver"].problem == (
+        "pkgver is not allowed to contain colons, forward slashes, hyphens or whitespace."
+    )
+    assert entries["other"].problem == "pkgbase 'renamed' does not match its catalog folder 'other'"
     row = entries["needs"].to_json(installed=["0.9-1"])
     assert row["missing"] == ["no-such-tool-hive-test"]
     assert row["installed"] == ["0.9-1"] and row["broken"] is False
     broken = entries["syntax"].to_json(installed=[], detail=True)
     assert broken["broken"] is True and broken["version"] is None and broken["sources"] == []
+    assert broken["srcinfo"] is None
     # Every row has the same keys, broken or not: tables and scripts can rely on them.
     assert set(row) == set(entries["syntax"].to_json(installed=[]))
+    good = entries["good"].to_json(installed=[], detail=True)
+    assert set(good) == set(broken)
+    assert good["srcinfo"].startswith("pkgbase = good\n")
 
 
-async def test_metadata_is_cached_until_the_pkgbuild_changes(tmp_path: Path) -> None:
-    """Top-level code runs once per read: count the reads."""
-    reads = tmp_path / "reads"
-    directory = good_recipe(tmp_path / "catalog", "counted", extra=f"echo read >> '{reads}'")
+async def test_split_recipe_lists_each_package(tmp_path: Path) -> None:
+    recipe(
+        tmp_path / "pair",
+        """\
+        pkgbase=pair
+        pkgname=(pair-left pair-right)
+        pkgver=2
+        pkgrel=1
+        epoch=1
+        arch=(any)
+        package_pair-left() { pkgdesc="left one"; }
+        package_pair-right() { depends=(sh); }
+        """,
+    )
+    good_recipe(tmp_path, "single")
+    catalog = Catalog(tmp_path)
+    rows = {e.name: e.to_json(installed=["1:1-1"]) for e in await catalog.entries()}
+    assert sorted(rows) == ["pair-left", "pair-right", "single"]
+    assert rows["pair-left"]["description"] == "left one"
+    assert rows["pair-right"]["depends"] == ["sh"]
+    assert rows["pair-left"]["full_version"] == "1:2-1" and rows["pair-left"]["newer"] is True
+    assert rows["single"]["newer"] is False  # 1-1 is older than 1:1-1
+    fresh = Catalog(tmp_path)  # a sibling is found without a listing first
+    assert (await fresh.entry("pair-right")).recipe is not None
+    with pytest.raises(UnknownWorker):
+        await fresh.entry("pair")
+
+
+async def test_metadata_is_cached_until_the_pkgbuild_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Top-level code runs once per read (sealed, it cannot count itself on the
+    host): count the reads the catalog makes."""
+    reads: list[str] = []
+    real_read = catalog_module.read_recipe
+
+    async def counting(directory: Path, **kwargs: Any) -> Any:
+        reads.append(directory.name)
+        return await real_read(directory, **kwargs)
+
+    monkeypatch.setattr(catalog_module, "read_recipe", counting)
+    directory = good_recipe(tmp_path / "catalog", "counted")
     catalog = Catalog(tmp_path / "catalog")
     first = await catalog.entries()
     again = await catalog.entries()
     assert first == again
-    assert reads.read_text().count("read") == 1
+    assert reads == ["counted"]
     pkgbuild = directory / "PKGBUILD"
     pkgbuild.write_text(pkgbuild.read_text().replace("pkgver=1", "pkgver=2"))
     (changed,) = await catalog.entries()
-    assert changed.recipe is not None and changed.recipe.version == "2"
-    assert reads.read_text().count("read") == 2
+    assert changed.recipe is not None and changed.recipe.pkgver == "2"
+    assert len(reads) == 2
     await catalog.refresh()  # a local refresh forgets the cache
     await catalog.entry("counted")
-    assert reads.read_text().count("read") == 3
+    assert len(reads) == 3
 
 
 async def test_entry_rejects_bad_and_unknown_names(tmp_path: Path) -> None:
@@ -148,6 +193,8 @@ def test_parse_index_resolves_urls() -> None:
         (index(worker(files=[file("PKGBUILD"), file("PKGBUILD")])), "listed twice"),
         (index(worker(files=[file("a"), file("a/b"), file("PKGBUILD")])), "file and a dir"),
         (index(worker(files=[file("hello.sh")])), "no PKGBUILD among its files"),
+        (index(worker(srcinfo=1)), "srcinfo must be a string"),
+        (index(worker(srcinfo="nonsense")), "bad srcinfo"),
         (index(worker(), worker()), "a worker is listed twice"),
     ],
 )
@@ -172,3 +219,7 @@ def test_build_index_round_trips(tmp_path: Path) -> None:
     assert files["sub/data"].url == "http://h/c/hello/sub/data"
     assert files["sub/data"].sha256 == sha256(b"data")
     assert files["run.sh"].executable and not files["PKGBUILD"].executable
+    assert hello.srcinfo is None
+    text = "pkgbase = hello\n\tpkgver = 1\n\npkgname = hello\n"
+    (hello,) = parse_index(json.dumps(build_index(tmp_path, {"hello": text})).encode(), INDEX_URL)
+    assert hello.srcinfo == text

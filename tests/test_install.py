@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +79,23 @@ async def submit(client: httpx.AsyncClient, worker: str, **flags: Any) -> httpx.
     )
 
 
+def stderr_of(events: list[OutputChunk | ControlEvent]) -> bytes:
+    return b"".join(
+        e.data for e in events if isinstance(e, OutputChunk) and e.stream == Stream.STDERR
+    )
+
+
 async def run_install(hive: Hive, worker: str, **flags: Any) -> tuple[dict[str, Any], bytes]:
-    """Install ``worker`` and wait for the end; returns the final job and its stdout."""
+    """Install ``worker`` and wait for the end; returns the final job and its
+    output, stdout then stderr (where the driver's ``==>`` lines go)."""
     async with hive.client() as client:
         response = await submit(client, worker, **flags)
         assert response.status_code == 201, response.text
         job_id = response.json()["id"]
         events = await ws_events(hive, job_id)
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
-    return job, stdout_of(events)
+    assert b"==> " not in stdout_of(events)  # stdout is the recipe's alone
+    return job, stdout_of(events) + stderr_of(events)
 
 
 async def wait_for_output(hive: Hive, job_id: str, needle: bytes) -> None:
@@ -141,7 +150,10 @@ async def test_broken_recipes_are_listed_and_refused_the_rest_works(tmp_path: Pa
             assert sorted(rows) == ["badmeta", "needs", "quick", "syntax"]
             assert rows["quick"]["broken"] is False and rows["quick"]["full_version"] == "1-1"
             assert rows["syntax"]["broken"] is True and "syntax error" in rows["syntax"]["reason"]
-            assert "must not contain hyphens" in rows["badmeta"]["reason"]
+            assert (
+                "not allowed to contain colons, forward slashes, hyphens"
+                in rows["badmeta"]["reason"]
+            )
             assert rows["needs"]["missing"] == ["no-such-tool-hive-test"]
 
             detail = (await client.get("/v1/catalog/quick")).json()
@@ -185,7 +197,7 @@ async def test_broken_recipes_are_listed_and_refused_the_rest_works(tmp_path: Pa
         # The rest of the catalog still installs.
         result = await keeper(hive, "download", "quick", "--follow")
         assert result.returncode == 0, result.stderr
-        assert b"==> Installing into " in result.stdout
+        assert "==> Installing quick into " in result.stderr
         listed = json.loads((await keeper(hive, "info", "quick", "--json")).stdout)
         assert listed["installed"] == ["1-1"] and listed["sources"] == ["note.txt"]
 
@@ -211,8 +223,8 @@ async def test_checksum_mismatch_fails_before_any_build_code(tmp_path: Path) -> 
     async with running_hive(tmp_path / "state", catalog=catalog) as hive:
         result = await keeper(hive, "download", "tampered", "--follow")
         assert result.returncode == 1
-        assert "==> ERROR: checksum mismatch for data.txt" in result.stderr
-        assert b"Verifying checksums" in result.stdout and b"Starting" not in result.stdout
+        assert "==> ERROR: checksum mismatch for data.txt (sha256)" in result.stderr
+        assert "Verifying checksums" in result.stderr and "Starting" not in result.stderr
         assert not marker.exists()
         assert installed_versions(hive, "tampered") == [] and builds_left(hive) == []
 
@@ -286,7 +298,7 @@ async def test_noop_reinstall_force_and_skip_check(tmp_path: Path) -> None:
 
         forced = await keeper(hive, "download", "quick", "--force", "--skip-check", "--follow")
         assert forced.returncode == 0, forced.stderr
-        assert b"==> Skipping check()" in forced.stdout and b"check ran" not in forced.stdout
+        assert "==> Skipping check()" in forced.stderr and b"check ran" not in forced.stdout
         assert json.loads(manifest_path.read_text())["job_id"] == job_id_from(forced.stderr)
         assert installed_versions(hive, "quick") == ["1-1"] and builds_left(hive) == []
 
@@ -315,8 +327,10 @@ async def test_failed_upgrade_keeps_the_old_version_until_one_succeeds(tmp_path:
             workers = (await client.get("/v1/workers")).json()["workers"]
             assert [(w["name"], w["version"]) for w in workers] == [("up", "1-1")]
             release.touch()
-            out = stdout_of(await ws_events(hive, job_id))
-        assert b"==> Installing into " in out and b"==> Removed previous version 1-1" in out
+            out = stderr_of(await ws_events(hive, job_id))
+        assert (
+            b"==> Installing up into " in out and b"==> Removed previous version 1-1 of up" in out
+        )
         assert installed_versions(hive, "up") == ["2-1"]
 
 
@@ -467,3 +481,95 @@ async def test_cargo_build_cancelled_mid_compile_leaves_no_compiler(tmp_path: Pa
         assert cancelled["state"] == "cancelled" and cancelled["teardown"]["left"] == 0
         assert cancelled["teardown"]["found"] >= 3  # makepkg's bash, cargo, rustc at least
         assert installed_versions(hive, "rustworker") == [] and builds_left(hive) == []
+
+
+# ------------------------------------------------- split, meta, pkgver(), epoch
+
+
+async def test_split_recipe_builds_once_and_installs_each_package(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    write(
+        catalog,
+        "pair",
+        """\
+pkgbase=pair
+pkgname=(pair-left pair-right)
+pkgver=2
+pkgrel=1
+epoch=1
+arch=(any)
+build() { echo built; }
+package_pair-left() {
+    pkgdesc="left"
+    mkdir -p "$pkgdir/bin"; echo "left $pkgname" > "$pkgdir/bin/left"
+}
+package_pair-right() {
+    depends=(sh)
+    mkdir -p "$pkgdir/bin"; echo "right $pkgname" > "$pkgdir/bin/right"
+}
+""",
+    )
+    write(catalog, "meta", "pkgname=meta\npkgver=1\npkgrel=1\narch=(any)\ndepends=(sh)\n")
+    async with running_hive(tmp_path / "state", catalog=catalog) as hive:
+        table = (await keeper(hive, "catalog")).stdout.decode()
+        assert [line.split()[0] for line in table.splitlines()[1:]] == [
+            "meta",
+            "pair-left",
+            "pair-right",
+        ]
+        job, out = await run_install(hive, "pair-right")
+        assert job["state"] == "succeeded", out
+        assert b"==> Starting package_pair-left()" in out
+        assert b"==> Starting package_pair-right()" in out
+        assert out.count(b"==> Starting build()") == 1  # one build for both
+        assert out.startswith(b"built\n")  # stdout: what build() printed, once
+        workers = hive.state_dir / "workers"
+        assert (workers / "pair-left" / "1:2-1" / "bin" / "left").read_text() == "left pair-left\n"
+        assert (workers / "pair-right" / "1:2-1" / "bin" / "right").read_text() == (
+            "right pair-right\n"
+        )
+        again, _ = await run_install(hive, "pair-left")
+        assert again["pid"] is None  # both are there: nothing to do
+        result = await keeper(hive, "remove", "pair-left")
+        assert result.returncode == 0
+        assert installed_versions(hive, "pair-right") == ["1:2-1"]
+        assert installed_versions(hive, "pair-left") == []
+
+        job, _ = await run_install(hive, "meta")
+        assert job["state"] == "succeeded"
+        assert os.listdir(workers / "meta" / "1-1") == [".hive-manifest.json"]
+
+
+async def test_pkgver_function_sets_the_installed_version(
+    tmp_path: Path, upstream_repo: tuple[Path, str]
+) -> None:
+    repo, _ = upstream_repo
+    catalog = tmp_path / "catalog"
+    write(
+        catalog,
+        "vcs",
+        f"""\
+pkgname=vcs
+pkgver=0
+pkgrel=1
+arch=(any)
+source=("upstream::git+file://{repo}")
+sha256sums=(SKIP)
+pkgver() {{
+    cd upstream
+    printf 'r%s' "$(git rev-list --count HEAD)"
+}}
+package() {{ install -Dm644 upstream/VERSION "$pkgdir/VERSION"; }}
+""",
+    )
+    async with running_hive(tmp_path / "state", catalog=catalog) as hive:
+        job, out = await run_install(hive, "vcs")
+        assert job["state"] == "succeeded", out
+        count = subprocess.run(
+            ["git", "-C", str(repo), "rev-list", "--count", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert installed_versions(hive, "vcs") == [f"r{count}-1"]
+        assert f"Updated version: vcs r{count}-1".encode() in out

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAKEPKG = ROOT / "hive" / "makepkg.sh"
 BUNDLED = ROOT / "hive" / "recipes"
 RUN_TIMEOUT = 60.0
-STAGE = re.compile(r"^==> (.*)$", re.MULTILINE)
+STAGE = re.compile(r"^==> (?!ERROR: )(.*)$", re.MULTILINE)
+ERROR = re.compile(r"^==> ERROR: (.*)$", re.MULTILINE)
 
 
 @dataclass
@@ -40,8 +41,13 @@ class Run:
 
     @property
     def stages(self) -> list[str]:
-        """The '==> ' announcements on stdout, in order."""
-        return STAGE.findall(self.stdout)
+        """The '==> ' announcements (on stderr, as makepkg's), in order."""
+        return STAGE.findall(self.stderr)
+
+    @property
+    def errors(self) -> list[str]:
+        """The driver's '==> ERROR: ' lines."""
+        return ERROR.findall(self.stderr)
 
     @property
     def pkgdir(self) -> Path:
@@ -116,7 +122,9 @@ def test_hello_builds(tmp_path: Path) -> None:
         "Starting package()",
         "Finished: hello 1.0-1",
     ]
-    assert run.stderr == ""
+    # stdout is the recipe's own output, and nothing else.
+    assert run.stdout == "checking hello.sh syntax\nhello.sh looks fine\n"
+    assert "==>" not in run.stdout and "->" not in run.stdout
     binary = run.pkgdir / "hello" / "bin" / "hello"
     assert os.access(binary, os.X_OK)
     result = subprocess.run([binary, "tests"], capture_output=True, text=True, check=True)
@@ -137,7 +145,7 @@ def test_prebuilt_extracts_bundledtarball(tmp_path: Path) -> None:
     run = makepkg(BUNDLED / "prebuilt", tmp_path / "build")
     assert run.returncode == 0, run.stderr
     assert "Starting build()" not in run.stages
-    assert "Extracting prebuilt-1.0.tar.gz" in run.stdout
+    assert "Extracting prebuilt-1.0.tar.gz" in run.stderr
     tool = run.pkgdir / "prebuilt" / "bin" / "prebuilt"
     out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout == "prebuilt 1.0\n"
@@ -207,7 +215,7 @@ def test_failing_command_stops_the_function(tmp_path: Path) -> None:
     )
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines()[-1] == "==> ERROR: A failure occurred in build()."
+    assert run.errors == ["A failure occurred in build()."]
     assert "Starting package()" not in run.stages
     assert not marker.exists()
 
@@ -227,7 +235,7 @@ def test_function_exit_status_is_passed_on(tmp_path: Path) -> None:
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 7
     # Reported once, although the failure happened in a subshell.
-    assert run.stderr == "==> ERROR: A failure occurred in prepare().\n"
+    assert run.errors == ["A failure occurred in prepare()."]
 
 
 @pytest.mark.parametrize(
@@ -237,16 +245,22 @@ def test_function_exit_status_is_passed_on(tmp_path: Path) -> None:
             "pkgname=x\npkgver=1\npkgrel=1\narch=(any)\npackage() {\n  echo\n}\n}\n",
             "PKGBUILD: line 8: syntax error near unexpected token `}'",
         ),
-        ("pkgname=x\npkgver=1\npkgrel=1\narch=(any)\n", "PKGBUILD has no package() function"),
-        ("pkgname=x\npkgrel=1\narch=(any)\npackage() { :; }\n", "pkgver is not set in PKGBUILD"),
+        (
+            "pkgname=x\npkgver=1\npkgrel=1\narch=(any)\nbuild() { :; }\n",
+            "Missing package() function in PKGBUILD",
+        ),
+        (
+            "pkgname=x\npkgrel=1\narch=(any)\npackage() { :; }\n",
+            "pkgver is not allowed to be empty.",
+        ),
         (
             "pkgname=x\npkgver=1\npkgrel=1\narch=(armv7h)\npackage() { :; }\n",
-            "x is not available for the '{machine}' architecture",
+            "x is not available for the '{machine}' architecture.",
         ),
         (
             "pkgname=x\npkgver=1\npkgrel=1\narch=(any)\nsource=(a b)\nsha256sums=(SKIP)\n"
             "package() { :; }\n",
-            "sha256sums has 1 entries but source has 2",
+            "Integrity checks (sha256) differ in size from the source array.",
         ),
         (
             "pkgname=x\npkgver=1\npkgrel=1\narch=(any)\nsource=(nothere.txt)\n"
@@ -259,7 +273,7 @@ def test_function_exit_status_is_passed_on(tmp_path: Path) -> None:
 def test_bad_recipes(tmp_path: Path, body: str, error: str) -> None:
     run = makepkg(recipe(tmp_path / "recipe", body), tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr == f"==> ERROR: {error.replace('{machine}', os.uname().machine)}\n"
+    assert run.errors == [error.replace("{machine}", os.uname().machine)]
     assert not any(stage.startswith("Starting") for stage in run.stages)
 
 
@@ -268,16 +282,19 @@ def test_bad_recipes(tmp_path: Path, body: str, error: str) -> None:
     [
         ("pkgname=../escape", "invalid pkgname: ../escape"),
         ("pkgname=Upper", "invalid pkgname: Upper"),
-        ("pkgver=1-2", "pkgver must not contain hyphens, colons, slashes or whitespace: 1-2"),
-        ("pkgrel=1a", "invalid pkgrel: 1a"),
-        ("arch=()", "arch is not set in PKGBUILD"),
+        (
+            "pkgver=1-2",
+            "pkgver is not allowed to contain colons, forward slashes, hyphens or whitespace.",
+        ),
+        ("pkgrel=1a", "pkgrel must be of the form 'integer[.integer]', not 1a."),
+        ("arch=()", "ok is not available for the '{machine}' architecture."),
     ],
 )
 def test_bad_metadata(tmp_path: Path, line: str, error: str) -> None:
     body = f"pkgname=ok\npkgver=1\npkgrel=1\narch=(any)\n{line}\npackage() {{ :; }}\n"
     run = makepkg(recipe(tmp_path / "recipe", body), tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr == f"==> ERROR: {error}\n"
+    assert run.errors == [error.replace("{machine}", os.uname().machine)]
     assert not (tmp_path / "build" / "pkg").exists()
 
 
@@ -296,9 +313,7 @@ def test_missing_dependencies(tmp_path: Path) -> None:
     )
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr == (
-        "==> ERROR: missing dependencies: hive-no-such-tool, hive-no-such-compiler\n"
-    )
+    assert run.errors == ["missing dependencies: hive-no-such-tool, hive-no-such-compiler"]
     assert run.stages == []
 
 
@@ -381,7 +396,7 @@ def test_checksum_mismatch_fails_before_build(tmp_path: Path) -> None:
     )
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr == "==> ERROR: checksum mismatch for data.txt\n"
+    assert run.errors == ["checksum mismatch for data.txt (sha256)"]
     assert run.stages == ["Fetching sources", "Verifying checksums"]
     assert not marker.exists()
 
@@ -491,7 +506,7 @@ def test_http_source_not_found(tmp_path: Path, http_root: tuple[Path, str]) -> N
     )
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr.endswith(f"==> ERROR: failed to download {base}/missing.tar.gz\n")
+    assert run.errors == [f"failed to download {base}/missing.tar.gz"]
     assert run.stages == ["Fetching sources"]
 
 
@@ -523,7 +538,7 @@ def test_http_source_without_curl(tmp_path: Path, http_root: tuple[Path, str]) -
     run = makepkg(recipe_dir, tmp_path / "build", PATH=str(bin_dir))
     assert run.returncode == 1
     assert (tmp_path / "build" / "src" / "data.txt").read_bytes() == b"via python"
-    assert run.stderr == (
+    assert run.stderr.endswith(
         "python download: HTTP Error 404: File not found\n"
         f"==> ERROR: failed to download {base}/absent.txt\n"
     )
@@ -573,7 +588,7 @@ def test_git_source_unknown_tag(tmp_path: Path, upstream_repo: tuple[Path, str])
     )
     run = makepkg(recipe_dir, tmp_path / "build")
     assert run.returncode == 1
-    assert run.stderr.endswith(f"==> ERROR: git checkout failed for git+file://{repo}#tag=v9\n")
+    assert run.errors == [f"git checkout failed for git+file://{repo}#tag=v9"]
 
 
 # ------------------------------------------------------------ slow, full builds
