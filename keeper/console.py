@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from hivewire.protocol import Stream
-
 #: Prefix of makepkg.sh's stage lines ("==> Starting build()").
 STAGE_MARK = b"==> "
 
@@ -118,11 +116,11 @@ class Console:
 
     # -- the job's output: written exactly, never altered ---------------------
 
-    def output(self, stream: Stream, data: bytes) -> None:
+    def output(self, data: bytes, *, to_stdout: bool) -> None:
+        """Bytes of the job's stdout (``to_stdout``) or stderr."""
         if self.live:
             self._erase_live()
             self.progress.feed(data)
-        to_stdout = stream == Stream.STDOUT
         sink = self.stdout if to_stdout else self.stderr
         sink.write(data)
         sink.flush()

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import trio
 
-from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
+from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor, Stream
 
-from .client import ExitCode, HiveClient, HiveError, Refused, StreamInterrupted
-from .console import Console, human_duration
+from .client import HiveClient
+from .console import Console
+from .errors import ExitCode, HiveError, Refused, StreamInterrupted
+from .reports import exit_code_for, left_warning, summary
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
 #: the teardown report after a Ctrl+C.
@@ -38,28 +39,6 @@ class FollowResult:
     end: dict[str, Any] | None
     interrupted: bool = False
     exit_code: int = ExitCode.OK
-
-
-def describe_teardown(teardown: dict[str, Any] | None) -> str:
-    if not teardown:
-        return "no process was started"
-    return (
-        f"{teardown['found']} process(es) found, {teardown['sigterm']} sent SIGTERM, "
-        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left, "
-        f"{teardown['seconds'] * 1000:.0f} ms"
-    )
-
-
-def exit_code_for(end: dict[str, Any]) -> int:
-    state = end.get("state")
-    if state == "succeeded":
-        return ExitCode.OK
-    if state == "cancelled":
-        return ExitCode.JOB_CANCELLED
-    code = end.get("exit_code")
-    if isinstance(code, int) and 1 <= code <= 123:
-        return code
-    return 1
 
 
 class Follower:
@@ -105,14 +84,7 @@ class Follower:
         result.end = self._end
         if self._end is None:
             return result  # exit code was set by the interrupt handler
-        if result.interrupted:
-            result.exit_code = (
-                ExitCode.INTERRUPTED
-                if self._end.get("state") == "cancelled"
-                else exit_code_for(self._end)
-            )
-        else:
-            result.exit_code = exit_code_for(self._end)
+        result.exit_code = exit_code_for(self._end, interrupted=result.interrupted)
         self._summarise(result)
         return result
 
@@ -150,7 +122,7 @@ class Follower:
 
     def _show(self, event: Frame) -> None:
         if isinstance(event, OutputChunk):
-            self.console.output(event.stream, event.data)
+            self.console.output(event.data, to_stdout=event.stream == Stream.STDOUT)
             return
         if not isinstance(event, ControlEvent):
             return  # a start frame only moves the cursor
@@ -201,34 +173,8 @@ class Follower:
         scope.cancel()
 
     def _summarise(self, result: FollowResult) -> None:
-        """One final line: state, exit code, duration, and the teardown report
-        whenever something was killed."""
         end = result.end or {}
-        state = str(end.get("state"))
-        parts = [f"job {self.job_id} {state}"]
-        if end.get("exit_code") is not None:
-            parts.append(f"exit code {end['exit_code']}")
-        if (duration := _duration(end)) is not None:
-            parts.append(f"in {human_duration(duration)}")
-        if state in ("failed", "interrupted") and end.get("error"):
-            parts.append(str(end["error"]))
-        teardown = end.get("teardown") or {}
-        if state == "cancelled" or teardown.get("sigterm") or teardown.get("sigkill"):
-            parts.append(f"teardown: {describe_teardown(end.get('teardown'))}")
-        prefix = "cancelled: " if state == "cancelled" and result.interrupted else ""
-        self.console.summary(prefix + "; ".join(parts), ok=state == "succeeded")
-        if teardown.get("left"):
-            self.console.status(
-                f"WARNING: {teardown['left']} process(es) of the job could not be killed: "
-                f"pids {teardown.get('left_pids')}",
-                tone="bad",
-            )
-
-
-def _duration(end: dict[str, Any]) -> float | None:
-    try:
-        started = datetime.fromisoformat(str(end["started_at"]).replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(str(end["ended_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-    return (ended - started).total_seconds()
+        text = summary(self.job_id, end, interrupted=result.interrupted)
+        self.console.summary(text, ok=end.get("state") == "succeeded")
+        if warning := left_warning(end):
+            self.console.status(warning, tone="bad")
