@@ -17,7 +17,7 @@ import trio
 from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor, Stream
 
 from .client import HiveClient
-from .console import Console
+from .console import JobView
 from .errors import ExitCode, HiveError, Refused, StreamInterrupted
 from .reports import exit_code_for, left_warning, summary
 
@@ -42,25 +42,38 @@ class FollowResult:
 
 
 class Follower:
-    """Streams one job to a :class:`Console` until its ``end`` event."""
+    """Streams one job to a :class:`Console` (or another :class:`JobView`) until
+    its ``end`` event.
+
+    :meth:`interrupt` turns this keeper's Ctrl+C into a confirmed cancel; with
+    ``run(cancel_on_interrupt=True)`` the follower listens for SIGINT itself,
+    otherwise its owner (the fan-out over several hives) calls it.
+    """
 
     def __init__(
         self,
         client: HiveClient,
         job_id: str,
-        console: Console,
+        console: JobView,
         *,
         since: int = 0,
         tail_lines: int | None = None,
         replay: bool = True,
         grace: float = 5.0,
+        reconnect_for: float = RECONNECT_GIVE_UP,
+        summarise: bool = True,
     ) -> None:
         self.client = client
         self.job_id = job_id
         self.console = console
         self.cursor = ResumeCursor(since)
         self.grace = grace
+        self.reconnect_for = reconnect_for
+        self.summarise = summarise
+        self.result = FollowResult(end=None)
         self._end: dict[str, Any] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._cancel_pending = False
         # Until the hive told us where the stream starts, (re)connect asking for
         # the tail or the live end; after that, resume from the cursor.
         self._start: dict[str, Any] | None = None
@@ -70,23 +83,42 @@ class Follower:
             self._start = {"since": "latest"}
 
     async def run(self, *, cancel_on_interrupt: bool) -> FollowResult:
-        result = FollowResult(end=None)
+        result = self.result
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._cancel_pending:
+                    nursery.start_soon(self._request_cancel)
                 if cancel_on_interrupt:
-                    nursery.start_soon(self._handle_interrupts, result, nursery.cancel_scope)
+                    nursery.start_soon(self._handle_interrupts)
                 if self.console.live:
                     nursery.start_soon(self._refresh_live_line)
                 await self._stream_until_end()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             self.console.close()
         result.end = self._end
         if self._end is None:
-            return result  # exit code was set by the interrupt handler
+            return result  # exit code was set by the interrupt handling
         result.exit_code = exit_code_for(self._end, interrupted=result.interrupted)
-        self._summarise(result)
+        if self.summarise:
+            self._summarise(result)
         return result
+
+    def interrupt(self, note: str = "") -> None:
+        """This keeper's Ctrl+C: ask the hive to cancel the job, and keep following
+        until the teardown report (or the confirmation deadline)."""
+        if self.result.interrupted:
+            return
+        self.result.interrupted = True
+        self.console.status(
+            f"cancelling job {self.job_id}; waiting for the hive to confirm teardown{note}"
+        )
+        if self._nursery is None:
+            self._cancel_pending = True
+        else:
+            self._nursery.start_soon(self._request_cancel)
 
     async def _refresh_live_line(self) -> None:
         while True:
@@ -112,9 +144,9 @@ class Follower:
             except StreamInterrupted as exc:
                 now = trio.current_time()
                 lost_at = lost_at if lost_at is not None else now
-                if now - lost_at > RECONNECT_GIVE_UP:
+                if now - lost_at > self.reconnect_for:
                     raise HiveError(
-                        f"{exc}; gave up reconnecting after {RECONNECT_GIVE_UP:.0f} s"
+                        f"{exc}; gave up reconnecting after {self.reconnect_for:g} s"
                     ) from None
                 self.console.status(f"connection lost ({exc}); reconnecting in {delay:.1f} s")
                 await trio.sleep(delay)
@@ -134,27 +166,22 @@ class Follower:
         elif event.type == "end":
             self._end = body
 
-    async def _handle_interrupts(self, result: FollowResult, scope: trio.CancelScope) -> None:
+    async def _handle_interrupts(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT) as signals:
             async for _ in signals:
-                result.interrupted = True
+                if not self.result.interrupted:
+                    self.interrupt(" (Ctrl+C again to stop waiting)")
+                    continue
                 self.console.status(
-                    f"cancelling job {self.job_id}; waiting for the hive to confirm teardown "
-                    "(Ctrl+C again to stop waiting)"
+                    f"stopped waiting: job {self.job_id} may still be running "
+                    f"(check with `keeper status {self.job_id}`)"
                 )
-                # Requesting the cancel must not stop us from hearing a second Ctrl+C.
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._request_cancel, result, scope)
-                    async for _ in signals:
-                        self.console.status(
-                            f"stopped waiting: job {self.job_id} may still be running "
-                            f"(check with `keeper status {self.job_id}`)"
-                        )
-                        result.exit_code = ExitCode.INTERRUPTED
-                        scope.cancel()
-                        return
+                self.result.exit_code = ExitCode.INTERRUPTED
+                if self._nursery is not None:
+                    self._nursery.cancel_scope.cancel()
+                return
 
-    async def _request_cancel(self, result: FollowResult, scope: trio.CancelScope) -> None:
+    async def _request_cancel(self) -> None:
         try:
             await self.client.cancel(self.job_id)
         except Refused as exc:
@@ -169,8 +196,9 @@ class Follower:
             f"the hive did not confirm the teardown of job {self.job_id} within {limit:g} s; "
             "its processes may still be running"
         )
-        result.exit_code = ExitCode.CANCEL_UNCONFIRMED
-        scope.cancel()
+        self.result.exit_code = ExitCode.CANCEL_UNCONFIRMED
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _summarise(self, result: FollowResult) -> None:
         end = result.end or {}

@@ -19,7 +19,16 @@ from .completers import complete_jobs, complete_workers
 from .context import Context, pass_context, run
 from .errors import ExitCode
 from .fleet import Fleet
-from .follow import Follower
+from .follow import RECONNECT_GIVE_UP, Follower
+
+reconnect_option = click.option(
+    "--reconnect-for",
+    type=click.FloatRange(0),
+    default=RECONNECT_GIVE_UP,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long to keep trying to reconnect to a hive that was lost mid-job.",
+)
 
 
 async def follow_job(
@@ -31,6 +40,7 @@ async def follow_job(
     tail_lines: int | None = None,
     replay: bool = True,
     cancel_on_interrupt: bool,
+    reconnect_for: float = RECONNECT_GIVE_UP,
 ) -> int:
     follower = Follower(
         client,
@@ -40,6 +50,7 @@ async def follow_job(
         tail_lines=tail_lines,
         replay=replay,
         grace=job["grace"],
+        reconnect_for=reconnect_for,
     )
     result = await follower.run(cancel_on_interrupt=cancel_on_interrupt)
     return result.exit_code
@@ -63,9 +74,16 @@ async def follow_job(
     help="Print the new job as JSON; with several hives and --follow, every line as "
     "NDJSON with a `hive` field.",
 )
+@reconnect_option
 @pass_context
 def download(
-    ctx: Context, worker: str, follow: bool, force: bool, skip_check: bool, as_json: bool
+    ctx: Context,
+    worker: str,
+    follow: bool,
+    force: bool,
+    skip_check: bool,
+    as_json: bool,
+    reconnect_for: float,
 ) -> None:
     """Install WORKER from the hive's catalog (a build job).
 
@@ -74,7 +92,7 @@ def download(
     With several hives (--hive a,b or all), one job per hive, all at once.
     """
     if ctx.several:
-        fleet = Fleet(ctx, as_json=as_json)
+        fleet = Fleet(ctx, as_json=as_json, reconnect_for=reconnect_for)
         run(partial(trio.run, partial(fleet.download, worker, force, skip_check, follow)))
     if follow and as_json:
         raise click.UsageError("--json with --follow needs several hives (--hive a,b)")
@@ -86,7 +104,9 @@ def download(
                 click.echo(json.dumps(job) if as_json else job["id"])
                 return ExitCode.OK
             ctx.console.status(f"job {job['id']}: installing {worker}")
-            return await follow_job(ctx, client, job, cancel_on_interrupt=True)
+            return await follow_job(
+                ctx, client, job, cancel_on_interrupt=True, reconnect_for=reconnect_for
+            )
 
     run(partial(trio.run, main))
 
@@ -119,6 +139,7 @@ def download(
     is_flag=True,
     help="Ctrl+C cancels the job (as `download --follow` does) instead of only stopping to watch.",
 )
+@reconnect_option
 @pass_context
 def follow(
     ctx: Context,
@@ -127,6 +148,7 @@ def follow(
     tail_lines: int | None,
     no_replay: bool,
     cancel_on_interrupt: bool,
+    reconnect_for: float,
 ) -> None:
     """Stream a job's output from the start (or --since, --tail, --no-replay),
     then live, until it ends. A lost connection is resumed where it broke.
@@ -151,6 +173,7 @@ def follow(
                 tail_lines=tail_lines,
                 replay=not no_replay,
                 cancel_on_interrupt=cancel_on_interrupt,
+                reconnect_for=reconnect_for,
             )
 
     run(partial(trio.run, main))
