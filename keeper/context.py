@@ -16,7 +16,7 @@ import click
 from .auth import Credentials, credentials
 from .config import ConfigError, HiveTarget, KeeperConfig, config_path
 from .console import Console
-from .errors import ExitCode, HiveError
+from .errors import ExitCode, HiveError, innermost
 
 
 class Context:
@@ -76,13 +76,6 @@ pass_context = click.make_pass_decorator(Context)
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"keeper: {message}", err=True)
     sys.exit(code)
-
-
-def innermost(exc: BaseException) -> BaseException:
-    """trio wraps errors in exception groups; the keeper reports the one inside."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def run(main: Callable[[], int | None]) -> NoReturn:

@@ -65,6 +65,13 @@ class StreamInterrupted(HiveError):
     """The websocket closed before the job's ``end`` event."""
 
 
+def innermost(exc: BaseException) -> BaseException:
+    """trio wraps errors in exception groups; the keeper reports the one inside."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def reason(exc: BaseException) -> str:
     """One line about ``exc``, from the first exception in its chain that says something
     (a connect error often says nothing itself; its cause, e.g. the TLS error, does)."""

@@ -23,7 +23,7 @@ import trio
 from .client import HiveClient
 from .config import HiveTarget
 from .context import Context
-from .errors import ExitCode, HiveError, combine
+from .errors import ExitCode, HiveError, HiveUnreachable, combine, innermost
 from .fleet_console import FleetConsole
 from .follow import LIVE_REFRESH, RECONNECT_GIVE_UP, Follower
 from .reports import left_warning, summary
@@ -112,10 +112,15 @@ class Fleet:
                 result = await run.follower.run(cancel_on_interrupt=False)
                 run.end, run.code = result.end, result.exit_code
                 self.console.set_stage(run.label, str((run.end or {}).get("state", "stopped")))
-        except HiveError as exc:
-            lost = "lost" if run.job_id else "unreachable"
-            run.error, run.code = f"{lost}: {exc}", exc.exit_code
-            self.console.set_stage(run.label, lost)
+        except Exception as group:  # a HiveError, perhaps inside the follower's exception group
+            exc = innermost(group)
+            if not isinstance(exc, HiveError):
+                raise
+            what = "lost" if run.job_id else "not submitted"
+            if run.job_id is None and isinstance(exc, HiveUnreachable):
+                what = "unreachable"
+            run.error, run.code = f"{what}: {exc}", exc.exit_code
+            self.console.set_stage(run.label, what)
             view.status(run.error, tone="bad")
         finally:
             view.close()

@@ -137,17 +137,21 @@ async def running_hive(
     grace: float = 1.0,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    bind: str = "127.0.0.1:0",
+    wrapper: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
     """Start `hive serve` on a free port; stop it and check for leftovers after.
 
-    ``env`` is added to the hive's environment."""
+    ``env`` is added to the hive's environment; ``wrapper`` is a command that
+    execs the hive (e.g. ``nsenter --net=...``: the pid stays the hive's)."""
     argv = [
+        *wrapper,
         sys.executable,
         "-m",
         "hive",
         "serve",
         "--bind",
-        "127.0.0.1:0",
+        bind,
         "--state-dir",
         str(state_dir),
         "--catalog",
