@@ -132,8 +132,8 @@ class KeeperConfig:
             if not part:
                 raise ConfigError(f"--hive {choice!r}: an empty name between commas")
             target = self.resolve(part, env)
-            if target in targets:
-                raise ConfigError(f"--hive {choice!r} names {target.label} twice")
+            if any(known.url.rstrip("/") == target.url.rstrip("/") for known in targets):
+                raise ConfigError(f"--hive {choice!r} names {target.url} twice")
             targets.append(target)
         labels = [target.label for target in targets]
         if len(set(labels)) != len(labels):
