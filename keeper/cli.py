@@ -2,7 +2,8 @@
 
 This module is the root of the command line: its options and the map of
 commands (see :mod:`keeper.lazy`), nothing else, so ``keeper --help``,
-``--version`` and ``keeper completion`` start as fast as click does.
+``--version`` and ``keeper completion`` start as fast as click does. The
+options become a :class:`keeper.context.Context` when a command asks for one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from click.shell_completion import CompletionItem
 
 from . import __version__
 from .config import DEFAULT_URL, ConfigError, KeeperConfig, config_path
-from .context import Context
 from .lazy import LazyCommand, LazyGroup
 
 CONFIG_HINT = "$XDG_CONFIG_HOME/keeper/config.toml"
@@ -133,10 +133,7 @@ def complete_hive_names(
 )
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr; job output only.")
 @click.version_option(__version__, prog_name="keeper")
-@click.pass_context
-def main(
-    ctx: click.Context, hive: str | None, token: str | None, cacert: str | None, quiet: bool
-) -> None:
+def main(hive: str | None, token: str | None, cacert: str | None, quiet: bool) -> None:
     """keeper: install workers on a hive and watch their builds.
 
     \b
@@ -153,4 +150,4 @@ def main(
     (job stderr, hive and keeper status lines) to stderr, so
     `keeper download X --follow > build.log` keeps the build log clean.
     """
-    ctx.obj = Context(hive, quiet, token, cacert)
+    # The options are read by the command that needs them (keeper.context.context_of).

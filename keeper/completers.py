@@ -14,7 +14,7 @@ from click.shell_completion import CompletionItem
 
 from . import api
 from .blocking import BlockingClient
-from .context import Context
+from .context import context_of
 
 #: Completion runs while a person waits at the prompt.
 COMPLETION_TIMEOUT = 2.0
@@ -25,9 +25,8 @@ Query = Callable[[BlockingClient], list[tuple[str, str]]]
 def _ask_hives(ctx: click.Context, query: Query) -> list[tuple[str, str]]:
     """Run ``query`` against the hive(s) the command line names; [] on any failure.
     With several hives, values are offered as ``HIVE:VALUE``."""
-    params = ctx.find_root().params
     try:
-        context = Context(params.get("hive"), True, params.get("token"), params.get("cacert"))
+        context = context_of(ctx)
     except click.ClickException:
         return []
     found: list[tuple[str, str]] = []

@@ -11,7 +11,6 @@ line-oriented: no colour, no live line.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,18 @@ def is_tty(stream: BinaryIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def terminal_width(stream: BinaryIO) -> int:
+    """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown)."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def colour_wanted(stream: BinaryIO, environ: dict[str, str] | None = None) -> bool:
@@ -169,7 +180,7 @@ class Console:
         """Redraw the live line (with the new elapsed time), if one may be shown."""
         if not self.live or not self._at_line_start:
             return
-        width = max(shutil.get_terminal_size((80, 24)).columns - 1, 10)
+        width = max(terminal_width(self.stderr) - 1, 10)
         text = self.progress.render()[:width]
         self._write_err(f"{ERASE_LINE}{self._paint(text, 'dim')}")
         self._live_shown = True

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from functools import update_wrapper
+from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -17,6 +18,9 @@ from .auth import Credentials, credentials
 from .config import ConfigError, HiveTarget, KeeperConfig, config_path
 from .console import Console
 from .errors import ExitCode, HiveError, innermost
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Context:
@@ -70,7 +74,25 @@ class Context:
         return (None if self.several else self.target), ref
 
 
-pass_context = click.make_pass_decorator(Context)
+def context_of(click_ctx: click.Context) -> Context:
+    """The :class:`Context` of this command line, made from the root's options the
+    first time a command asks for it (``--help`` and ``completion`` never do)."""
+    root = click_ctx.find_root()
+    if not isinstance(root.obj, Context):
+        params = root.params
+        root.obj = Context(
+            params.get("hive"), bool(params.get("quiet")), params.get("token"), params.get("cacert")
+        )
+    return root.obj
+
+
+def pass_context(command: Callable[Concatenate[Context, P], R]) -> Callable[P, R]:
+    """Decorator: call ``command`` with the :class:`Context` as its first argument."""
+
+    def new(*args: P.args, **kwargs: P.kwargs) -> R:
+        return command(context_of(click.get_current_context()), *args, **kwargs)
+
+    return update_wrapper(new, command)
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import sys
 from typing import Any, BinaryIO
 
-from .console import COLOURS, ERASE_LINE, Progress, colour_wanted, is_tty
+from .console import COLOURS, ERASE_LINE, Progress, colour_wanted, is_tty, terminal_width
 
 
 class FleetConsole:
@@ -108,7 +107,7 @@ class FleetConsole:
     def tick(self) -> None:
         if not self.live:
             return
-        width = max(shutil.get_terminal_size((80, 24)).columns - 1, 10)
+        width = max(terminal_width(self.stderr) - 1, 10)
         text = " · ".join(f"{label}: {p.stage}" for label, p in self.progress.items())
         self.stderr.write(ERASE_LINE.encode() + self._paint(text[:width], "dim").encode())
         self.stderr.flush()
