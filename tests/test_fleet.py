@@ -327,7 +327,9 @@ async def test_one_ctrl_c_cancels_on_every_hive_and_waits_for_every_report(
 
 async def test_a_hive_lost_mid_run_is_named_and_the_others_complete(tmp_path: Path) -> None:
     async with fleet_of_three(tmp_path) as fleet:
-        args = ("--hive", "all", "download", "gated", "--follow", "--reconnect-for", "1")
+        # A fourth hive that is not there at all: named, and the others go on.
+        hives = "alpha,beta,gamma,http://127.0.0.1:1"
+        args = ("--hive", hives, "download", "gated", "--follow", "--reconnect-for", "1")
         async with keeper_run(fleet.env(), *args) as (process, out, err):
             for name in NAMES:
                 await out.wait_for(f"[{name}] gated ready".encode(), timeout=60)
@@ -339,6 +341,7 @@ async def test_a_hive_lost_mid_run_is_named_and_the_others_complete(tmp_path: Pa
         stderr = err.data.decode()
         assert process.returncode == 125, stderr[-3000:]
         assert re.search(r"^\[beta\] keeper: lost: .*gave up reconnecting", stderr, re.M)
+        assert re.search(r"^\[127.0.0.1:1\] keeper: unreachable: cannot reach", stderr, re.M)
         for name in ("alpha", "gamma"):
             assert f"[{name}] after the gate 100\n".encode() in out.data
             assert re.search(rf"^\[{name}\] keeper: job \w+ succeeded; .*\(exit 0\)$", stderr, re.M)
