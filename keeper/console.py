@@ -31,15 +31,17 @@ def is_tty(stream: BinaryIO) -> bool:
 
 
 def terminal_width(stream: BinaryIO) -> int:
-    """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown)."""
+    """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown),
+    as shutil.get_terminal_size says for stdout."""
     try:
         return int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         pass
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError):
         return 80
+    return columns if columns > 0 else 80  # a fresh pty says 0
 
 
 def colour_wanted(stream: BinaryIO, environ: dict[str, str] | None = None) -> bool:
