@@ -19,7 +19,7 @@ demo: $(STAMP)
 	VENV=$(VENV) bash scripts/demo.sh
 
 ## Lint, type-check, then the whole suite (real hives, real process trees, a real browser).
-test: lint browser
+test: lint browser systemd
 	$(PY) -m pytest
 
 ## The browser tests drive Debian's Chromium (never a downloaded browser).
@@ -28,6 +28,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
+## tests/test_contrib.py checks contrib/systemd with systemd-analyze (works without systemd as PID 1).
+.PHONY: systemd
+systemd:
+	@command -v systemd-analyze >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq systemd >/dev/null; \
+	  else echo "unit checks skip without systemd-analyze: sudo apt-get install systemd" >&2; fi; }
+
 unit: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
@@ -35,6 +42,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(PY) -m ruff format .

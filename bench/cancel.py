@@ -35,7 +35,7 @@ from typing import Any
 import trio
 from supervisor.xmlrpc import SupervisorTransport
 
-from hive.proctree import read_stat, snapshot
+from hive.procfs import read_stat, snapshot
 from keeper.client import HiveClient
 
 from .harness import (

@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
-from hive.install import job_environment
-from hive.proctree import ProcStat, read_stat, snapshot
+from hive.jobsandbox import job_environment
+from hive.procfs import ProcStat, read_stat, snapshot
 from keeper.client import HiveClient
 
 ROOT = Path(__file__).resolve().parent.parent

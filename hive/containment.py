@@ -19,15 +19,8 @@ import trio
 
 from . import cgroups as cgroup_support
 from .cgroups import HiveCgroups, JobCgroup
-from .proctree import (
-    JOB_ID_VARIABLE,
-    JobIdentity,
-    Layer,
-    TeardownReport,
-    TreeKiller,
-    read_stat,
-    spawn,
-)
+from .procfs import JOB_ID_VARIABLE, read_stat
+from .proctree import JobIdentity, Layer, TeardownReport, TreeKiller, spawn
 from .reaper import Reaper, become_subreaper
 from .recovery import RecoveredJob, RunningRecord, RunningRecords, recover
 

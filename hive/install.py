@@ -38,16 +38,13 @@ from hivewire.protocol import Stream
 
 from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
+from .jobsandbox import job_environment
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
 
 log = logging.getLogger("hive.install")
 
 OPERATION = WORKER_DOWNLOAD
 MANIFEST = ".hive-manifest.json"
-
-#: The part of the hive's environment a build may see. Everything else (tokens,
-#: the operator's credentials) stays out of job processes.
-ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "TMPDIR")
 
 #: Prefix of directories under ``workers/`` that are on their way out; names
 #: of workers cannot start with a dot, so these never look like workers.
@@ -82,10 +79,6 @@ class NotInstalled(LookupError):
 
 def makepkg_script() -> Path:
     return Path(str(resources.files("hive") / "makepkg.sh"))
-
-
-def job_environment() -> dict[str, str]:
-    return {name: os.environ[name] for name in ENV_ALLOW if name in os.environ}
 
 
 @dataclass(frozen=True)

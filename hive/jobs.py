@@ -15,22 +15,20 @@ Jobs are durable: each job's record is kept in ``<state>/jobs.db``
 (:mod:`hive.store`) and its events in ``<state>/logs/<id>.log``
 (:mod:`hive.joblog`). A hive that starts finds the jobs of the previous one;
 those that were still running are marked ``interrupted``
-(:func:`mark_interrupted`). Old jobs are forgotten by a retention task
+(:func:`hive.recovery.settle_jobs`). Old jobs are forgotten by a retention task
 (:mod:`hive.retention`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import fcntl
 import logging
 import os
 import secrets
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -38,56 +36,25 @@ from typing import Any
 
 import trio
 
-from hivewire.protocol import MAX_FRAME_PAYLOAD, Stream
+from hivewire.protocol import Stream
 
 from .containment import Containment
 from .joblog import JobLog
-from .logfile import LogCorrupt, settle_log
+from .logfile import end_event, log_path
+from .pipes import PipeReader
 from .proctree import TeardownReport
-from .retention import RetainedJob, Retention
-from .store import JobRecord, JobStore
+from .recovery import settle_jobs
+from .retention import RetainedJob, Retention, remove_logs, survey_logs
+from .store import JobRecord, JobState, JobStore, now
 
 log = logging.getLogger("hive.jobs")
-
-#: The hive enlarges job pipes to this size, so that a job with bulk output
-#: blocks less often on a full pipe while the hive is busy sending.
-PIPE_SIZE = 1024 * 1024
-
-#: Bytes asked of a pipe per read: one read fills at most one output frame.
-#: Reading the whole pipe (1 MiB) at once made every later copy of the chunk
-#: (framing, wsproto, the socket) bigger and the hive measurably slower
-#: (``python -m bench bulk``).
-READ_SIZE = MAX_FRAME_PAYLOAD
 
 #: After teardown every writer of the pipes is dead, so the readers see EOF at
 #: once; this bounds the wait for a writer we could not kill.
 DRAIN_TIMEOUT = 1.0
 
-#: Why a job that was running when the previous hive stopped is ``interrupted``.
-INTERRUPTED_REASON = "hive stopped while the job was running"
-
 #: Age limits need a clock: retention also runs this often, not only when a job ends.
 RETENTION_PERIOD = 3600.0
-
-
-class JobState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    CANCELLING = "cancelling"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    #: The hive stopped (crash, kill -9, power loss) while the job was not final.
-    INTERRUPTED = "interrupted"
-
-    @property
-    def final(self) -> bool:
-        return self in (
-            JobState.SUCCEEDED,
-            JobState.FAILED,
-            JobState.CANCELLED,
-            JobState.INTERRUPTED,
-        )
 
 
 class JobError(Exception):
@@ -125,10 +92,6 @@ class JobSpec:
     cleanup: Callable[[Job], Awaitable[None]] | None = None
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(eq=False)
 class Job:
     id: str
@@ -136,7 +99,7 @@ class Job:
     grace: float
     log: JobLog
     state: JobState = JobState.QUEUED
-    created_at: str = field(default_factory=_now)
+    created_at: str = field(default_factory=now)
     started_at: str | None = None
     ended_at: str | None = None
     exit_code: int | None = None
@@ -239,94 +202,6 @@ def _teardown_from_json(data: dict[str, Any]) -> TeardownReport:
     return TeardownReport(**{k: v for k, v in data.items() if k in known})
 
 
-def log_path(log_dir: Path, job_id: str) -> Path:
-    return log_dir / f"{job_id}.log"
-
-
-async def mark_interrupted(
-    store: JobStore, log_dir: Path, reason: str = INTERRUPTED_REASON
-) -> list[JobRecord]:
-    """Close the books a previous hive left open; return the jobs it interrupted.
-
-    Jobs that were not final when that hive stopped become ``interrupted`` with
-    ``reason``, and their logs get the events a follower needs to reach ``end``
-    (a torn last record is cut off first). If a log already ends with ``end``,
-    the job did end and only its record was not saved: the record takes the
-    state from that event. Ended jobs whose log was not completed (a write
-    error, a crash before the final sync) get their ``end`` event too.
-
-    The returned records still carry the interrupted jobs' ``pid``: whatever
-    cleans up processes a killed hive left behind can start from them.
-    """
-    interrupted: list[JobRecord] = []
-    settled: list[JobRecord] = []
-    for record in await store.load_all():
-        if JobState(record.state).final and record.log_complete:
-            continue
-        path = log_path(log_dir, record.id)
-        try:
-            fixed = await trio.to_thread.run_sync(partial(_settle, record, path, reason))
-        except OSError as exc:
-            log.error("job %s: cannot complete its log %s: %s", record.id, path, exc)
-            continue
-        settled.append(fixed)
-        if fixed.state == JobState.INTERRUPTED and not JobState(record.state).final:
-            interrupted.append(fixed)
-            log.info("job %s: %s (%s)", record.id, fixed.state, fixed.error)
-    if settled:
-        await store.save(*settled)
-    return interrupted
-
-
-def _settle(record: JobRecord, path: Path, reason: str) -> JobRecord:
-    """Blocking part of :func:`mark_interrupted`, for one job."""
-    if JobState(record.state).final:
-        before: list[dict[str, Any]] = []
-        end = _end_event(record.state, record.exit_code, record.error, record.teardown)
-    else:
-        state = JobState.INTERRUPTED.value
-        before = [{"type": "message", "text": reason}, {"type": "state", "state": state}]
-        end = _end_event(state, None, reason, None)
-    try:
-        scan = settle_log(path, end, before)
-    except LogCorrupt as exc:
-        aside = path.with_name(path.name + ".corrupt")
-        log.error("job %s: %s; moved to %s, starting a new log", record.id, exc, aside)
-        os.replace(path, aside)
-        scan = settle_log(path, end, before)
-    final = scan.last_control or end
-    return replace(
-        record,
-        state=str(final.get("state", end["state"])),
-        exit_code=final.get("exit_code"),
-        error=final.get("error"),
-        teardown=final.get("teardown"),
-        ended_at=record.ended_at or _now(),
-        last_seq=scan.last_seq,
-        log_complete=True,
-    )
-
-
-def _end_event(
-    state: str,
-    exit_code: int | None,
-    error: str | None,
-    teardown: dict[str, Any] | None,
-    *,
-    started_at: str | None = None,
-    ended_at: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "type": "end",
-        "state": state,
-        "exit_code": exit_code,
-        "error": error,
-        "teardown": teardown,
-        "started_at": started_at,
-        "ended_at": ended_at,
-    }
-
-
 class JobEngine:
     """Runs jobs in its own nursery; :meth:`running` owns that nursery, the job
     store, and the retention task."""
@@ -345,7 +220,7 @@ class JobEngine:
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
         self.retention = retention or Retention()
-        #: Jobs the previous hive left running, as :func:`mark_interrupted` found them.
+        #: Jobs the previous hive left running, as :func:`settle_jobs` found them.
         self.interrupted: list[JobRecord] = []
         self._jobs: dict[str, Job] = {}
         self._slots = trio.CapacityLimiter(max_parallel or os.cpu_count() or 1)
@@ -364,8 +239,9 @@ class JobEngine:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         async with JobStore.open(self.state_dir / "jobs.db") as store:
             self._store = store
-            self.interrupted = await mark_interrupted(store, self.log_dir)
-            for record in await store.load_all():
+            settled = await settle_jobs(store, self.log_dir)
+            self.interrupted = settled.interrupted
+            for record in settled.records:
                 job_log = JobLog.existing(log_path(self.log_dir, record.id), record.last_seq)
                 self._jobs[record.id] = Job.from_record(record, job_log)
             async with trio.open_nursery() as nursery:
@@ -467,10 +343,8 @@ class JobEngine:
         """Forget the ended jobs the retention limits leave no room for, and
         remove log files that belong to no job; return the forgotten ids."""
         assert self._store is not None
-        names = await trio.to_thread.run_sync(os.listdir, self.log_dir)
         jobs = list(self._jobs.values())
-        paths = [log_path(self.log_dir, job.id) for job in jobs]
-        sizes = await trio.to_thread.run_sync(_file_sizes, paths)
+        names, sizes = await survey_logs(self.log_dir, [job.id for job in jobs])
         retained = [
             RetainedJob(
                 job.id,
@@ -486,10 +360,7 @@ class JobEngine:
             del self._jobs[job_id]
         if doomed:
             await self._store.delete(doomed)
-        known = set(self._jobs)
-        files = [log_path(self.log_dir, job_id) for job_id in doomed]
-        files += [self.log_dir / name for name in names if name.split(".")[0] not in known]
-        await trio.to_thread.run_sync(_remove_files, files)
+        await remove_logs(self.log_dir, names, doomed=doomed, known=set(self._jobs))
         if doomed:
             log.info("retention: forgot %d job(s): %s", len(doomed), ", ".join(doomed))
             self._wake_watchers()
@@ -528,7 +399,7 @@ class JobEngine:
             job.state, job.error = JobState.FAILED, f"could not start {spec.argv[0]}: {exc}"
             return
         job.pid = process.pid
-        job.started_at = _now()
+        job.started_at = now()
         log.info(
             "job %s started: pid %d, pgid %d: %s",
             job.id,
@@ -539,8 +410,8 @@ class JobEngine:
         job.set_state(JobState.RUNNING)
         async with trio.open_nursery() as nursery:
             readers = [
-                _Reader(job, Stream.STDOUT, process.stdout),
-                _Reader(job, Stream.STDERR, process.stderr),
+                PipeReader(job.log, Stream.STDOUT, process.stdout),
+                PipeReader(job.log, Stream.STDERR, process.stderr),
             ]
             for reader in readers:
                 nursery.start_soon(reader.run)
@@ -587,11 +458,11 @@ class JobEngine:
             await job.log.sync()  # the output, before the outcome that depends on it
         except OSError as exc:
             _log_failed(job, exc)
-        job.ended_at = _now()
+        job.ended_at = now()
         job.set_state(job.state)
         teardown_json = job.teardown.to_json() if job.teardown else None
         job.log.append_control(
-            _end_event(
+            end_event(
                 job.state.value,
                 job.exit_code,
                 job.error,
@@ -624,21 +495,6 @@ def _log_failed(job: Job, exc: OSError) -> None:
     job.fail(f"cannot write the job log: {exc.strerror or exc} ({job.log.path})")
 
 
-def _file_sizes(paths: list[Path]) -> list[int]:
-    sizes = []
-    for path in paths:
-        try:
-            sizes.append(path.stat().st_size)
-        except FileNotFoundError:
-            sizes.append(0)
-    return sizes
-
-
-def _remove_files(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
-
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "exit status unknown"
@@ -649,39 +505,3 @@ def _describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"killed by {name}"
     return f"exited with code {code}"
-
-
-class _Reader:
-    """Copies one pipe of the job into its log until EOF.
-
-    It runs in its own *shielded* scope: when the job is cancelled it keeps
-    reading, so whatever the processes print while they are torn down still
-    reaches the log. The job cancels :attr:`scope` once teardown is over.
-    """
-
-    def __init__(self, job: Job, stream: Stream, pipe: trio.abc.ReceiveStream | None) -> None:
-        assert pipe is not None
-        self.job, self.stream, self.pipe = job, stream, pipe
-        self.scope = trio.CancelScope(shield=True)
-        self.done = trio.Event()
-        _enlarge_pipe(pipe)
-
-    async def run(self) -> None:
-        try:
-            with self.scope:
-                async with self.pipe:
-                    while chunk := await self.pipe.receive_some(READ_SIZE):
-                        self.job.log.append_output(self.stream, bytes(chunk))
-                        await self.job.log.wait_writable()
-        finally:
-            self.done.set()
-
-
-def _enlarge_pipe(pipe: trio.abc.ReceiveStream) -> None:
-    """Ask for a bigger pipe buffer: fewer, larger reads for bulk output."""
-    fileno = getattr(pipe, "fileno", None)
-    if fileno is None:
-        return
-    # Capped by /proc/sys/fs/pipe-max-size for unprivileged users: then keep the default.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)

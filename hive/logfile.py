@@ -55,6 +55,32 @@ READ_BUFFER = 1024 * 1024
 SCAN_BUDGET = 16 * 1024 * 1024
 
 
+def log_path(log_dir: Path, job_id: str) -> Path:
+    """Where the log of ``job_id`` lives."""
+    return log_dir / f"{job_id}.log"
+
+
+def end_event(
+    state: str,
+    exit_code: int | None,
+    error: str | None,
+    teardown: dict[str, Any] | None,
+    *,
+    started_at: str | None = None,
+    ended_at: str | None = None,
+) -> dict[str, Any]:
+    """The body of a job's last control event, which tells a follower it ended and how."""
+    return {
+        "type": "end",
+        "state": state,
+        "exit_code": exit_code,
+        "error": error,
+        "teardown": teardown,
+        "started_at": started_at,
+        "ended_at": ended_at,
+    }
+
+
 class LogCorrupt(Exception):
     """The file is not a job log, or a record in the middle of it is damaged."""
 

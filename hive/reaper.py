@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Mapping
 import trio
 
 from .cgroups import HiveCgroups
-from .proctree import HAS_CHILDREN_FILE, ProcStat, own_children, read_stat, snapshot
+from .procfs import HAS_CHILDREN_FILE, ProcStat, own_children, read_stat, snapshot
 
 PR_SET_CHILD_SUBREAPER = 36
 

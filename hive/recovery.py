@@ -1,5 +1,6 @@
-"""Restart recovery: what a dead hive left running is killed by the next one.
+"""Restart recovery: everything a dead hive left — processes, records, logs.
 
+**Processes.**
 While a job runs, ``<state>/running/<job id>.json`` records how to find its
 processes: the job id (the ``HIVE_JOB_ID`` marker), its cgroup, its process
 group and the start time of its leader. The record is written before the
@@ -12,6 +13,10 @@ A process group is trusted only with proof that it is still the job's: a pgid
 is a pid, and pids are reused. The proof is the leader itself (same pid, same
 start time), or a member of the group that carries the job's marker or sits in
 the job's cgroup. Without proof, the other layers still apply.
+
+**Records and logs.** A job that was not final when its hive stopped becomes
+``interrupted``; its log gets the events a follower needs to reach ``end``
+(:func:`settle_jobs`).
 """
 
 from __future__ import annotations
@@ -21,26 +26,23 @@ import json
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from .cgroups import HiveCgroups, JobCgroup
-from .proctree import (
-    JobIdentity,
-    ProcStat,
-    TeardownReport,
-    TreeKiller,
-    candidates,
-    job_marker,
-    marked_pids,
-    read_stat,
-    snapshot,
-)
+from .logfile import LogCorrupt, end_event, log_path, settle_log
+from .procfs import ProcStat, job_marker, marked_pids, read_stat, snapshot
+from .proctree import JobIdentity, TeardownReport, TreeKiller, candidates
+from .store import JobRecord, JobState, JobStore, now
 
 log = logging.getLogger("hive.recovery")
+
+#: Why a job that was running when the previous hive stopped is ``interrupted``.
+INTERRUPTED_REASON = "hive stopped while the job was running"
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -272,3 +274,75 @@ async def recover(
             records.remove(job.job_id)
         log.info("%s", job.describe())
     return recovered
+
+
+@dataclass
+class SettledJobs:
+    """The job records after :func:`settle_jobs`."""
+
+    #: Every record in the store, as it is now.
+    records: list[JobRecord]
+    #: Those of them the previous hive interrupted; they still carry its ``pid``.
+    interrupted: list[JobRecord]
+
+
+async def settle_jobs(
+    store: JobStore, log_dir: Path, reason: str = INTERRUPTED_REASON
+) -> SettledJobs:
+    """Close the books a previous hive left open; load every record once.
+
+    Jobs that were not final when that hive stopped become ``interrupted`` with
+    ``reason``, and their logs get the events a follower needs to reach ``end``
+    (a torn last record is cut off first). If a log already ends with ``end``,
+    the job did end and only its record was not saved: the record takes the
+    state from that event. Ended jobs whose log was not completed (a write
+    error, a crash before the final sync) get their ``end`` event too.
+    """
+    records = await store.load_all()
+    interrupted: list[JobRecord] = []
+    settled: dict[str, JobRecord] = {}
+    for record in records:
+        if JobState(record.state).final and record.log_complete:
+            continue
+        path = log_path(log_dir, record.id)
+        try:
+            fixed = await trio.to_thread.run_sync(partial(_settle, record, path, reason))
+        except OSError as exc:
+            log.error("job %s: cannot complete its log %s: %s", record.id, path, exc)
+            continue
+        settled[record.id] = fixed
+        if fixed.state == JobState.INTERRUPTED and not JobState(record.state).final:
+            interrupted.append(fixed)
+            log.info("job %s: %s (%s)", record.id, fixed.state, fixed.error)
+    if settled:
+        await store.save(*settled.values())
+    return SettledJobs([settled.get(r.id, r) for r in records], interrupted)
+
+
+def _settle(record: JobRecord, path: Path, reason: str) -> JobRecord:
+    """Blocking part of :func:`settle_jobs`, for one job."""
+    if JobState(record.state).final:
+        before: list[dict[str, Any]] = []
+        end = end_event(record.state, record.exit_code, record.error, record.teardown)
+    else:
+        state = JobState.INTERRUPTED.value
+        before = [{"type": "message", "text": reason}, {"type": "state", "state": state}]
+        end = end_event(state, None, reason, None)
+    try:
+        scan = settle_log(path, end, before)
+    except LogCorrupt as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        log.error("job %s: %s; moved to %s, starting a new log", record.id, exc, aside)
+        os.replace(path, aside)
+        scan = settle_log(path, end, before)
+    final = scan.last_control or end
+    return replace(
+        record,
+        state=str(final.get("state", end["state"])),
+        exit_code=final.get("exit_code"),
+        error=final.get("error"),
+        teardown=final.get("teardown"),
+        ended_at=record.ended_at or now(),
+        last_seq=scan.last_seq,
+        log_complete=True,
+    )

@@ -1,14 +1,23 @@
 """Which ended jobs to forget: keep the last N jobs, N days, N bytes of logs.
 
-Pure policy; the engine applies it (in a background task) by deleting the
-records and log files this chooses.
+The policy (:meth:`Retention.expired`) is pure; the engine applies it in a
+background task, deleting the records it chooses, and this module's I/O
+(:func:`survey_logs`, :func:`remove_logs`, in worker threads) measures and
+removes the log files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from .logfile import log_path
 
 DEFAULT_KEEP_JOBS = 1000
 DEFAULT_KEEP_DAYS = 30.0
@@ -65,3 +74,35 @@ def parse_size(text: str) -> int:
     if number < 0 or not number < float("inf"):
         raise ValueError(f"not a size: {text!r}")
     return int(number * factor)
+
+
+async def survey_logs(log_dir: Path, job_ids: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The names of the files in ``log_dir``, and the size of each job's log (0 if none)."""
+    names = await trio.to_thread.run_sync(os.listdir, log_dir)
+    sizes = await trio.to_thread.run_sync(_file_sizes, [log_path(log_dir, i) for i in job_ids])
+    return names, sizes
+
+
+async def remove_logs(
+    log_dir: Path, names: Collection[str], *, doomed: Collection[str], known: Collection[str]
+) -> None:
+    """Remove the logs of the ``doomed`` jobs, and of the files among ``names``
+    those that belong to no ``known`` job (left by a crash, or by an older hive)."""
+    files = [log_path(log_dir, job_id) for job_id in doomed]
+    files += [log_dir / name for name in names if name.split(".")[0] not in known]
+    await trio.to_thread.run_sync(partial(_remove_files, files))
+
+
+def _file_sizes(paths: list[Path]) -> list[int]:
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(path.stat().st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ job ends.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +35,34 @@ log = logging.getLogger("hive.store")
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
+
+
+class JobState(enum.StrEnum):
+    """The states a job (and so its record) can be in."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: The hive stopped (crash, kill -9, power loss) while the job was not final.
+    INTERRUPTED = "interrupted"
+
+    @property
+    def final(self) -> bool:
+        return self in (
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.INTERRUPTED,
+        )
+
+
+def now() -> str:
+    """A record's timestamp: UTC, milliseconds, ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

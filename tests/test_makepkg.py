@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hive import proctree
+from hive import procfs
 
 from .support import recipe, sha256, tarball
 
@@ -53,10 +53,10 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _group_members(pgid: int) -> list[proctree.ProcStat]:
+def _group_members(pgid: int) -> list[procfs.ProcStat]:
     """Live members of a process group, judged from /proc: a zombie that waits
     for PID 1 to reap it is not alive, although ``killpg(pgid, 0)`` says so."""
-    return [stat for stat in proctree.snapshot().values() if stat.pgid == pgid and not stat.dead]
+    return [stat for stat in procfs.snapshot().values() if stat.pgid == pgid and not stat.dead]
 
 
 def _group_alive(pgid: int) -> bool:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import trio
 
-from hive.install import ENV_ALLOW
+from hive.jobsandbox import ENV_ALLOW
 from hivewire.tokenfile import TokenFileError, load_or_create_token, read_token
 from keeper.auth import parse_listeners
 from keeper.errors import ExitCode

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hive.jobs import INTERRUPTED_REASON, Job, JobLog, log_path, mark_interrupted
-from hive.logfile import scan_log
+from hive.jobs import Job, JobLog
+from hive.logfile import log_path, scan_log
 from hive.proctree import TeardownReport
+from hive.recovery import INTERRUPTED_REASON, settle_jobs
 from hive.retention import RetainedJob, Retention, parse_size
 from hive.store import JobRecord, JobStore
 from hivewire.protocol import (
@@ -82,7 +83,7 @@ def test_a_reloaded_job_keeps_its_whole_teardown_report(tmp_path: Path) -> None:
     assert job.to_record() == saved
 
 
-async def test_mark_interrupted_settles_what_a_dead_hive_left(tmp_path: Path) -> None:
+async def test_settle_jobs_closes_what_a_dead_hive_left(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     running, ended_late, failed_log, done = "1" * 12, "2" * 12, "3" * 12, "4" * 12
@@ -105,10 +106,13 @@ async def test_mark_interrupted_settles_what_a_dead_hive_left(tmp_path: Path) ->
             record(failed_log, "failed", exit_code=None, error="cannot write the job log"),
             record(done, "succeeded", exit_code=0, log_complete=True),
         )
-        interrupted = await mark_interrupted(store, logs)
+        settled = await settle_jobs(store, logs)
+        interrupted = settled.interrupted
         assert [r.id for r in interrupted] == [running]
         assert interrupted[0].pid == 4242  # for whoever cleans up its processes
         by_id = {r.id: r for r in await store.load_all()}
+    # What it returns is what the store now holds: the engine loads once.
+    assert sorted(settled.records, key=lambda r: r.id) == sorted(by_id.values(), key=lambda r: r.id)
     assert by_id[running].state == "interrupted"
     assert by_id[running].error == INTERRUPTED_REASON
     assert by_id[running].ended_at is not None

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from hive.cgroups import find_cgroup2_mount, own_cgroup
+from hive.procfs import ProcStat, parse_stat
 from hive.proctree import (
     JobIdentity,
     Layer,
-    ProcStat,
     TeardownReport,
-    environ_has,
     group_exists,
-    parse_stat,
     reached_by_strike,
     select_members,
     walk,
@@ -82,25 +80,6 @@ def test_a_group_is_gone_only_when_no_process_zombies_included_is_in_it() -> Non
     assert group_exists(PROCS, 200)
     assert group_exists(table(proc(5, 1, 7, 7, state="Z")), 7)
     assert not group_exists(PROCS, 999)
-
-
-@pytest.mark.parametrize(
-    ("environ", "found"),
-    [
-        (b"A=1\0HIVE_JOB_ID=abc\0B=2\0", True),
-        (b"HIVE_JOB_ID=abc", True),
-        (b"HIVE_JOB_ID=abcd\0", False),
-        (b"X_HIVE_JOB_ID=abc\0", False),
-        (b"", False),
-    ],
-)
-def test_environment_marker_is_a_whole_entry(environ: bytes, found: bool) -> None:
-    assert environ_has(environ, b"HIVE_JOB_ID=abc") is found
-
-
-def test_parse_stat_counts_fields_from_the_last_parenthesis() -> None:
-    line = "4242 (we(i)rd) name) S 1 4242 4242 0 -1 " + " ".join(["0"] * 13) + " 777 0 0"
-    assert parse_stat(line) == ProcStat(4242, 1, 4242, 4242, "S", 777)
 
 
 @pytest.mark.parametrize(
