@@ -155,7 +155,7 @@ def write_recipes(catalog: Path, gate: Path) -> None:
 
 
 @asynccontextmanager
-async def fleet_of_three(tmp_path: Path) -> AsyncIterator[Fleet]:
+async def fleet_of_three(tmp_path: Path, grace: float = 1.0) -> AsyncIterator[Fleet]:
     catalog = tmp_path / "catalog"
     write_recipes(catalog, tmp_path / "gate")
     with sites(len(NAMES)) as places:
@@ -166,6 +166,7 @@ async def fleet_of_three(tmp_path: Path) -> AsyncIterator[Fleet]:
                     running_hive(
                         tmp_path / name,
                         catalog=catalog,
+                        grace=grace,
                         bind=site.bind,
                         wrapper=site.wrapper,
                         extra=site.extra,
@@ -323,6 +324,33 @@ async def test_one_ctrl_c_cancels_on_every_hive_and_waits_for_every_report(
             async with fleet.hives[name].client() as client:
                 job = (await client.get(f"/v1/jobs/{job_id}")).json()
             assert job["state"] == "cancelled" and job["teardown"]["left"] == 0
+
+
+async def test_a_second_ctrl_c_stops_waiting_and_names_the_unconfirmed_hives(
+    tmp_path: Path,
+) -> None:
+    # A grace of 5 s: the TERM-ignoring member of `tree` keeps every teardown
+    # unconfirmed for that long, so the second Ctrl+C surely comes first.
+    async with fleet_of_three(tmp_path, grace=5.0) as fleet:
+        async with keeper_run(fleet.env(), "--hive", "all", "download", "tree", "--follow") as (
+            process,
+            out,
+            err,
+        ):
+            for name in NAMES:
+                await out.wait_for(f"[{name}] tree ready".encode(), timeout=60)
+            process.send_signal(signal.SIGINT)
+            for name in NAMES:
+                await err.wait_for(f"[{name}] hive: sent SIGTERM".encode(), timeout=60)
+            process.send_signal(signal.SIGINT)
+            with trio.fail_after(30):
+                await process.wait()
+        stderr = err.data.decode()
+        assert process.returncode == 124, stderr[-3000:]
+        assert "stopped waiting; teardown not confirmed on alpha, beta, gamma" in stderr
+        for name in NAMES:
+            assert f"[{name}] keeper: teardown not confirmed: stopped waiting" in stderr
+    # Leaving the hives waited for their teardowns and found nothing left.
 
 
 async def test_a_hive_lost_mid_run_is_named_and_the_others_complete(tmp_path: Path) -> None:

@@ -184,3 +184,17 @@ def test_json_lines_carry_the_hive_and_every_byte() -> None:
         {"hive": "b", "type": "keeper", "text": "hello"},
     ]
     assert err.getvalue() == b""
+
+
+def test_the_live_line_shows_every_hives_stage_and_is_erased_before_output() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    fleet = FleetConsole(["a", "b"], stdout=out, stderr=err, colour=False, live=True)
+    fleet.output("b", b"==> Starting build()\n", to_stdout=True)
+    fleet.tick()
+    assert err.getvalue() == b"\r\x1b[2Ka: waiting \xc2\xb7 b: Starting build()"
+    fleet.output("a", b"x\n", to_stdout=False)
+    assert err.getvalue().endswith(b"\r\x1b[2K[a] x\n")  # erased, then the line
+    fleet.set_stage("a", "cancelling")
+    fleet.tick()
+    fleet.close()
+    assert err.getvalue().endswith(b"a: cancelling \xc2\xb7 b: Starting build()\r\x1b[2K")
