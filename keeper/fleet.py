@@ -150,7 +150,8 @@ class Fleet:
                         "report (Ctrl+C again to stop waiting)",
                     )
                     for run in self.runs:
-                        if run.follower is not None:
+                        if run.follower is not None and run.code is None:
+                            self.console.set_stage(run.label, "cancelling")
                             run.follower.interrupt()
                     continue
                 waiting = [run.label for run in self.runs if run.code is None]
