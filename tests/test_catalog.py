@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from hive.catalog import Catalog, InvalidWorkerName, UnknownWorker, bundled_catalog
+from hive.catalog import Catalog, UnknownWorker, bundled_catalog
 from hive.install import _move_into_place
 from hive.remote import BadIndex, build_index, parse_index
+from hivewire.names import InvalidWorkerName
 
 from .support import recipe, sha256
 
