@@ -1,4 +1,6 @@
-"""cgroup v2 containment: one cgroup per job, killed and emptied as a whole.
+"""cgroup containment: one cgroup per job, killed and emptied as a whole,
+limited (``pids.max``, optionally a memory limit) and measured (CPU seconds,
+peak memory, peak task count).
 
 A cgroup holds every process forked inside it, whatever it does to its
 session, process group, parent or environment; ``cgroup.kill`` kills all of
@@ -11,7 +13,14 @@ Layout: ``<own cgroup>/hive-<hash of the state dir>/job-<job id>``. The parent
 is named after the state dir so that the next hive on the same state dir finds
 what its predecessor left there.
 
-A job's leader must be in its cgroup before it can fork: it is started through
+Limits and accounting use what the machine has, detected at run time: the
+``pids`` and ``memory`` controllers of the v2 hierarchy when it has them (a
+full v2 machine), else their cgroup v1 hierarchies (the hybrid layout of these
+machines, where the v2 tree carries neither). The job's leader then enters one
+cgroup per hierarchy; the v2 cgroup stays the one that finds and kills. CPU
+time comes from the v2 cgroup's ``cpu.stat``, which every v2 cgroup has.
+
+A job's leader must be in its cgroups before it can fork: it is started through
 a tiny ``sh`` that writes its own pid into ``cgroup.procs`` and then ``exec``s
 the real command (same pid, same process). A ``preexec_fn`` would do the same
 in Python, but it is unsafe in a process with threads.
@@ -26,8 +35,9 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -37,11 +47,20 @@ DISABLE_VARIABLE = "HIVE_DISABLE_CGROUPS"
 
 JOB_PREFIX = "job-"
 
-#: $0 is the cgroup.procs file, "$@" the command.
+#: $0 is the number of cgroup.procs files, then the files, then the command.
 _ENTER_SCRIPT = (
-    'echo $$ 2>/dev/null > "$0" || { echo "hive: cannot enter cgroup: $0" >&2; exit 125; }; '
-    'exec "$@"'
+    "n=$0; while [ $n -gt 0 ]; do "
+    'echo $$ 2>/dev/null > "$1" || { echo "hive: cannot enter cgroup: $1" >&2; exit 125; }; '
+    'n=$((n - 1)); shift; done; exec "$@"'
 )
+
+#: Default ``pids.max`` of a job (and ``RLIMIT_NPROC`` of its build where no
+#: pids controller is writable): a parallel build of a big project uses a few
+#: hundred; a fork bomb stops here instead of at the machine's limit.
+DEFAULT_MAX_PIDS = 4096
+
+PIDS = "pids"
+MEMORY = "memory"
 
 #: What the shell of :data:`_ENTER_SCRIPT` exports on its own (dash: PWD; bash:
 #: SHLVL and _). The hive never passes these to a job.
@@ -76,26 +95,92 @@ def cgroup_of(pid: int) -> str | None:
         return None
 
 
+def find_v1_mounts(mountinfo: str) -> dict[str, tuple[Path, str]]:
+    """cgroup v1 hierarchies by controller: mount point and the mount's root."""
+    found: dict[str, tuple[Path, str]] = {}
+    for line in mountinfo.splitlines():
+        fields, sep, rest = line.partition(" - ")
+        parts = rest.split()
+        if not sep or parts[:1] != ["cgroup"] or len(parts) < 3:
+            continue
+        mount_point = Path(fields.split()[4].encode().decode("unicode_escape"))
+        for option in parts[2].split(","):
+            found.setdefault(option, (mount_point, fields.split()[3]))
+    return found
+
+
+def own_v1_cgroup(proc_cgroup: str, controller: str) -> str | None:
+    """This process's path in the v1 hierarchy of ``controller`` (``N:a,b:/path``)."""
+    for line in proc_cgroup.splitlines():
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if controller in controllers.split(","):
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class Controller:
+    """Where the hive's job cgroups for one resource live: ``parent`` is the
+    hive's directory in that hierarchy (v1), or None for the v2 hierarchy."""
+
+    name: str
+    parent: Path | None = None
+
+
 @dataclass(frozen=True)
 class JobCgroup:
-    """One job's cgroup directory."""
+    """One job's cgroup directory, and its cgroups in v1 hierarchies (limits)."""
 
     path: Path
+    #: Directories in cgroup v1 hierarchies, by controller name.
+    v1: tuple[tuple[str, Path], ...] = ()
+    max_pids: int | None = None
+    max_memory: int | None = None
 
     @property
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
 
+    def _dir(self, controller: str) -> Path:
+        """The directory whose files ``controller`` has, for this job."""
+        return dict(self.v1).get(controller, self.path)
+
     def enter_argv(self, argv: Sequence[str]) -> list[str]:
-        """``argv``, started so that it runs in this cgroup from its first instruction,
+        """``argv``, started so that it runs in these cgroups from its first instruction,
         with the environment it is given and nothing the shell adds (``env -u``)."""
         shell = shutil.which("sh") or "/bin/sh"
         env = shutil.which("env") or "/usr/bin/env"
         unset = [arg for name in _SHELL_VARIABLES for arg in ("-u", name)]
-        return [shell, "-c", _ENTER_SCRIPT, str(self.procs_file), env, *unset, *argv]
+        files = [str(self.procs_file), *(str(path / "cgroup.procs") for _, path in self.v1)]
+        return [shell, "-c", _ENTER_SCRIPT, str(len(files)), *files, env, *unset, *argv]
 
     def create(self) -> None:
+        """Make the directories and set the limits (before any process enters)."""
         self.path.mkdir(exist_ok=True)
+        for _, path in self.v1:
+            path.mkdir(exist_ok=True)
+        if self.max_pids is not None:
+            (self._dir(PIDS) / "pids.max").write_text(str(self.max_pids))
+        if self.max_memory is not None:
+            memory = self._dir(MEMORY)
+            name = "memory.limit_in_bytes" if dict(self.v1).get(MEMORY) else "memory.max"
+            (memory / name).write_text(str(self.max_memory))
+
+    def usage(self) -> dict[str, Any]:
+        """CPU seconds, peak memory (bytes) and peak task count; None where unknown.
+        Read after the teardown: the counters outlive the processes."""
+        stat = _read_int_fields(self.path / "cpu.stat")
+        cpu = stat.get("usage_usec")
+        memory = self._dir(MEMORY)
+        peak_memory = _read_int(memory / "memory.peak")
+        if peak_memory is None:
+            peak_memory = _read_int(memory / "memory.max_usage_in_bytes")
+        return {
+            "cpu_seconds": None if cpu is None else round(cpu / 1e6, 3),
+            "memory_peak": peak_memory,
+            "tasks_peak": _read_int(self._dir(PIDS) / "pids.peak"),
+        }
 
     def pids(self) -> set[int]:
         try:
@@ -137,14 +222,36 @@ class JobCgroup:
                 os.close(pidfd)
 
     def remove(self) -> str | None:
-        """Remove the (empty) cgroup; a one-line reason if that failed."""
-        try:
-            self.path.rmdir()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return f"cgroup {self.path} not removed: {exc.strerror}"
+        """Remove the (empty) cgroups; a one-line reason if that failed."""
+        problems = []
+        for path in (*(path for _, path in self.v1), self.path):
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"cgroup {path} not removed: {exc.strerror}")
+        return "; ".join(problems) or None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
         return None
+
+
+def _read_int_fields(path: Path) -> dict[str, int]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if value.strip().isdigit():
+            fields[name] = int(value)
+    return fields
 
 
 @dataclass(frozen=True)
@@ -154,10 +261,23 @@ class HiveCgroups:
     path: Path
     #: The same path as the kernel names it in ``/proc/PID/cgroup``.
     relative: str
+    #: Where the pids and memory limits go (the v2 hierarchy or a v1 one).
+    controllers: tuple[Controller, ...] = ()
+    max_pids: int | None = None
+    max_memory: int | None = None
+
+    def has(self, controller: str) -> bool:
+        return any(c.name == controller for c in self.controllers)
 
     def job(self, job_id: str) -> JobCgroup:
         """The cgroup for ``job_id`` (not yet created)."""
-        return JobCgroup(self.path / f"{JOB_PREFIX}{job_id}")
+        name = f"{JOB_PREFIX}{job_id}"
+        return JobCgroup(
+            self.path / name,
+            tuple((c.name, c.parent / name) for c in self.controllers if c.parent is not None),
+            self.max_pids if self.has(PIDS) else None,
+            self.max_memory if self.has(MEMORY) else None,
+        )
 
     def jobs(self) -> dict[str, JobCgroup]:
         """The job cgroups that exist, by job id (what a previous hive may have left)."""
@@ -173,7 +293,11 @@ class HiveCgroups:
         return path is not None and path.startswith(f"{self.relative}/{JOB_PREFIX}")
 
     def remove(self) -> None:
-        """Remove the parent cgroup if no job cgroup is left in it."""
+        """Remove the parent cgroups if no job cgroup is left in them."""
+        for controller in self.controllers:
+            if controller.parent is not None:
+                with contextlib.suppress(OSError):
+                    controller.parent.rmdir()
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
@@ -182,7 +306,49 @@ def state_dir_tag(state_dir: Path) -> str:
     return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
 
 
-async def detect(state_dir: Path) -> tuple[HiveCgroups | None, str]:
+def _controllers(
+    hive: HiveCgroups, mountinfo: str, proc_cgroup: str, wanted: Sequence[str]
+) -> tuple[list[Controller], list[str]]:
+    """Where each wanted controller can be had: the v2 hierarchy if it carries
+    it (enabled for the hive's job cgroups), else its v1 hierarchy; with one
+    note per controller for the start-up log."""
+    found: list[Controller] = []
+    notes: list[str] = []
+    try:
+        available = (hive.path / "cgroup.controllers").read_text().split()
+    except OSError:
+        available = []
+    v1 = find_v1_mounts(mountinfo)
+    for name in wanted:
+        if name in available:
+            try:
+                (hive.path / "cgroup.subtree_control").write_text(f"+{name}")
+            except OSError as exc:
+                notes.append(f"{name}: cannot enable in {hive.path}: {exc.strerror}")
+            else:
+                found.append(Controller(name))
+                notes.append(f"{name}: cgroup v2")
+                continue
+        own = own_v1_cgroup(proc_cgroup, name)
+        if name not in v1 or own is None:
+            notes.append(f"{name}: no controller")
+            continue
+        mount, root = v1[name]
+        relative = own if root == "/" else own.removeprefix(root)
+        parent = mount / relative.strip("/") / hive.path.name
+        try:
+            parent.mkdir(exist_ok=True)
+        except OSError as exc:
+            notes.append(f"{name}: cannot create {parent}: {exc.strerror}")
+            continue
+        found.append(Controller(name, parent))
+        notes.append(f"{name}: cgroup v1 at {parent}")
+    return found, notes
+
+
+async def detect(
+    state_dir: Path, *, max_pids: int | None = None, max_memory: int | None = None
+) -> tuple[HiveCgroups | None, str]:
     """Set up the hive's parent cgroup if the machine allows it.
 
     Returns the cgroups (or None) and one line that says what was found, for
@@ -205,6 +371,10 @@ async def detect(state_dir: Path) -> tuple[HiveCgroups | None, str]:
         hive.path.mkdir(exist_ok=True)
     except OSError as exc:
         return None, f"cannot create {hive.path}: {exc.strerror}"
+    with open("/proc/self/mountinfo") as f, open("/proc/self/cgroup") as g:
+        wanted = [PIDS, MEMORY]  # memory also without a limit: its peak is worth reporting
+        controllers, notes = _controllers(hive, f.read(), g.read(), wanted)
+    hive = replace(hive, controllers=tuple(controllers), max_pids=max_pids, max_memory=max_memory)
     probe = JobCgroup(hive.path / f"probe-{os.getpid()}")
     try:
         probe.path.mkdir(exist_ok=True)
@@ -222,4 +392,4 @@ async def detect(state_dir: Path) -> tuple[HiveCgroups | None, str]:
     if entered.returncode != 0:
         hive.remove()
         return None, f"cannot move a process into a cgroup under {hive.path}"
-    return hive, f"cgroup v2 at {hive.path}"
+    return hive, f"cgroup v2 at {hive.path} ({'; '.join(notes)})"

@@ -13,6 +13,8 @@ from hivewire.tokenfile import default_state_dir
 
 from . import __version__
 from .catalog import CatalogUnavailable, bundled_catalog
+from .cgroups import DEFAULT_MAX_PIDS
+from .jobsandbox import DEFAULT_BUILD_USER
 from .remote import build_index
 from .retention import (
     DEFAULT_KEEP_BYTES,
@@ -43,6 +45,10 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
         return parse_size(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _optional_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _size(ctx, param, value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -150,6 +156,29 @@ def main() -> None:
     metavar="SIZE",
     help="Forget the oldest ended jobs while their logs take more than this (e.g. 500M, 2G).",
 )
+@click.option(
+    "--build-user",
+    default=DEFAULT_BUILD_USER,
+    show_default=True,
+    metavar="USER",
+    help="When the hive runs as root, recipe code runs as this unprivileged user "
+    "(a hive run by another user builds as itself).",
+)
+@click.option(
+    "--max-pids",
+    type=click.IntRange(16),
+    default=DEFAULT_MAX_PIDS,
+    show_default=True,
+    help="Processes and threads one job may have at once (cgroup pids.max, or the "
+    "build's RLIMIT_NPROC where no pids controller is writable).",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    callback=_optional_size,
+    metavar="SIZE",
+    help="Memory one job may use (cgroup memory limit, e.g. 4G).  [default: no limit]",
+)
 def serve(
     bind: str,
     allow_remote: bool,
@@ -164,6 +193,9 @@ def serve(
     keep_jobs: int,
     keep_days: float,
     keep_bytes: int,
+    build_user: str,
+    max_pids: int,
+    max_memory: int | None,
 ) -> None:
     """Run the daemon until SIGINT or SIGTERM.
 
@@ -192,6 +224,9 @@ def serve(
         certfile=certfile,
         keyfile=keyfile,
         retention=Retention(keep_jobs, keep_days, keep_bytes),
+        build_user=build_user,
+        max_pids=max_pids,
+        max_memory=max_memory,
     )
     try:
         run(config)

@@ -11,6 +11,13 @@ The recipe is copied into the build dir before it is read, and the build uses
 that copy: what was validated is what is built, even if the catalog changes (or
 a remote catalog is refreshed) while the job waits for a slot.
 
+Recipe code never runs as root: a root hive builds as its build user (see
+:mod:`hive.jobsandbox`), in a build dir that user owns under a build root
+outside the (private) state dir; the finished package is then *copied* into
+``workers/`` by the hive, so installed workers are the hive's files, and
+nothing the build left (a symlink, a hard link) is followed or kept as it is.
+The recipe's checksum in the manifest is taken before the build runs.
+
 One install per worker at a time: :class:`Installer` refuses a second one while
 the first is queued or running (:class:`InstallInProgress`), so two builds of a
 worker can never interleave their install steps.
@@ -18,12 +25,14 @@ worker can never interleave their install steps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,19 +45,19 @@ import trio
 from hivewire.names import WORKER_DOWNLOAD, check_worker_name
 from hivewire.protocol import Stream
 
+from . import faults
 from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
-from .jobsandbox import job_environment
+from .jobsandbox import BuildUser, job_environment, which_for
+from .logfile import LogCorrupt, log_path, scan_log
 from .pkgbuild import Recipe, RecipeError, missing_dependencies
+from .store import JobState
+from .swap import MANIFEST, TRASH, Swap, commit, settle, stage, trash_paths
+from .swap import recover as recover_swaps
 
 log = logging.getLogger("hive.install")
 
 OPERATION = WORKER_DOWNLOAD
-MANIFEST = ".hive-manifest.json"
-
-#: Prefix of directories under ``workers/`` that are on their way out; names
-#: of workers cannot start with a dot, so these never look like workers.
-_TRASH = ".trash-"
 
 
 class RecipeBroken(ValueError):
@@ -104,25 +113,54 @@ class InstalledWorker:
 class Installer:
     """Turns "install worker X" into a job, and owns ``<state>/workers``."""
 
-    def __init__(self, catalog: Catalog, state_dir: Path, engine: JobEngine) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        state_dir: Path,
+        engine: JobEngine,
+        *,
+        build_user: BuildUser | None = None,
+    ) -> None:
         self.catalog = catalog
         self.engine = engine
-        self.builds = state_dir / "builds"
+        self.build_user = build_user
+        #: The build user must reach its build dir, and the state dir is the
+        #: hive's alone (0700): builds of another user live elsewhere.
+        self.builds = build_root(state_dir, shared=build_user is not None)
+        #: Where builds of the hive's own user were (a hive restarted with another
+        #: build user may find leftovers there).
+        self._private_builds = build_root(state_dir, shared=False)
         self.workers = state_dir / "workers"
         #: worker -> its install job; None while the request is being prepared.
         self._active: dict[str, Job | None] = {}
 
     def recover(self) -> int:
-        """Remove what a hive that died mid-install left: build dirs, and
-        versions that were being replaced or removed. Call before any job runs.
-        Returns how many directories were removed."""
-        leftovers = list(self.builds.iterdir()) if self.builds.is_dir() else []
-        if self.workers.is_dir():
-            leftovers += self.workers.glob(f"{_TRASH}*")
-            leftovers += self.workers.glob(f"*/{_TRASH}*")
+        """Finish or roll back the installs a hive that died mid-install left
+        (:func:`hive.swap.recover`, by what each job's log records), and remove
+        its build dirs (in either build root) and what was on its way out. Call
+        before any job runs. Returns how many installs were settled and
+        directories removed."""
+        settled = recover_swaps(self.workers, self._succeeded)
+        for swap, outcome in settled:
+            log.info("install of %s by job %s: %s", swap.name, swap.job_id, outcome)
+        leftovers = [
+            path
+            for root in dict.fromkeys([self.builds, self._private_builds])
+            if root.is_dir()
+            for path in root.iterdir()
+        ]
+        leftovers += trash_paths(self.workers)
         for path in leftovers:
             _remove_tree(path)
-        return len(leftovers)
+        return len(settled) + len(leftovers)
+
+    def _succeeded(self, job_id: str) -> bool:
+        """Whether the job's log ends with its ``end`` event, saying "succeeded"."""
+        try:
+            end = scan_log(log_path(self.engine.log_dir, job_id)).last_control or {}
+        except (OSError, LogCorrupt):
+            return False
+        return end.get("type") == "end" and end.get("state") == JobState.SUCCEEDED.value
 
     def active(self, worker: str) -> Job | None:
         """The queued or running install job of ``worker``, if any."""
@@ -150,11 +188,13 @@ class Installer:
         return job
 
     async def _submit(self, worker: str, source: Path, *, force: bool, skip_check: bool) -> Job:
-        self.builds.mkdir(parents=True, exist_ok=True)
-        build_dir = Path(await trio.to_thread.run_sync(_make_temp_dir, self.builds, worker))
+        build_dir = Path(
+            await trio.to_thread.run_sync(_make_build_dir, self.builds, worker, self.build_user)
+        )
         try:
             recipe_dir = build_dir / "recipe"
             await trio.to_thread.run_sync(_copy_recipe, source, recipe_dir)
+            recipe_sha256 = await trio.to_thread.run_sync(_sha256, recipe_dir / "PKGBUILD")
             try:
                 recipe = await load_recipe(worker, recipe_dir)
             except RecipeError as exc:
@@ -163,10 +203,12 @@ class Installer:
             if not force and (target / MANIFEST).is_file():
                 await trio.to_thread.run_sync(_remove_tree, build_dir)
                 return self._start(worker, self._already_installed(recipe, target))
-            missing = missing_dependencies(recipe)
+            # As the build will look for them: a root hive's build user cannot
+            # run what is installed in root's home.
+            missing = missing_dependencies(recipe, which=which_for(self.build_user))
             if missing:
                 raise MissingDependencies(worker, missing)
-            env = job_environment()
+            env = job_environment(self.build_user, home=build_dir)
             if skip_check:
                 env["HIVE_SKIP_CHECK"] = "1"
             spec = JobSpec(
@@ -175,8 +217,9 @@ class Installer:
                 argv=["bash", str(makepkg_script()), str(recipe_dir), str(build_dir)],
                 env=env,
                 cwd=build_dir,
-                finish=lambda job: self._finish(job, recipe, recipe_dir, build_dir),
+                finish=lambda job: self._finish(job, recipe, recipe_sha256, build_dir),
                 cleanup=lambda job: self._cleanup(job, build_dir),
+                settled=lambda job: self._settle(job, Swap(self.workers, recipe.name, job.id)),
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -210,26 +253,40 @@ class Installer:
             del self._active[job.spec.worker]
 
     async def _cleanup(self, job: Job, build_dir: Path) -> None:
-        """Whatever the outcome: no build dir left, and the worker free again."""
+        """Whatever the outcome: no build dir left."""
+        await trio.to_thread.run_sync(_remove_tree, build_dir)
+
+    async def _settle(self, job: Job, swap: Swap) -> None:
+        """Once the outcome is in the job's log: keep the new version or roll it
+        back (:func:`hive.swap.settle`); then the worker is free again."""
         try:
-            await trio.to_thread.run_sync(_remove_tree, build_dir)
+            if swap.path.exists():
+                await trio.to_thread.run_sync(settle, swap, job.state == JobState.SUCCEEDED)
         finally:
             self._release(job)
 
-    async def _finish(self, job: Job, recipe: Recipe, recipe_dir: Path, build_dir: Path) -> None:
+    async def _finish(self, job: Job, recipe: Recipe, recipe_sha256: str, build_dir: Path) -> None:
         package = build_dir / "pkg" / recipe.name
-        if not package.is_dir():
+        if not _real_dir(build_dir / "pkg") or not _real_dir(package):
             raise JobFailure(f"package() did not create {package}")
         target = self.workers / recipe.name / recipe.full_version
         _stage(job, f"Installing into {target}")
         try:
-            await trio.to_thread.run_sync(_write_manifest, recipe, recipe_dir, package, job.id)
-            replaced = await trio.to_thread.run_sync(_move_into_place, package, target)
+            if self.build_user is not None:
+                # The build user's files become the hive's: a copy, made by the hive.
+                package = await trio.to_thread.run_sync(_copy_package, package, target.parent)
+            await trio.to_thread.run_sync(_write_manifest, recipe, recipe_sha256, package, job.id)
+            swap = await trio.to_thread.run_sync(
+                stage, self.workers, recipe.name, recipe.full_version, package, job.id
+            )
+            replaced = await trio.to_thread.run_sync(commit, swap)
         except OSError as exc:
             raise JobFailure(f"installing into {target} failed: {exc}") from None
         for version in replaced:
-            _stage(job, f"Removed previous version {version}")
+            if version != recipe.full_version:
+                _stage(job, f"Removed previous version {version}")
         job.message(f"installed {recipe.name} {recipe.full_version} into {target}")
+        faults.point("install:finished")
 
     def installed(self, worker: str | None = None) -> list[InstalledWorker]:
         """Installed workers (of ``worker`` only, if given), by name and version."""
@@ -267,7 +324,7 @@ class Installer:
         if not folder.is_dir():
             raise NotInstalled(worker)
         versions = [installed.version for installed in self.installed(worker)]
-        trash = self.workers / f"{_TRASH}{worker}-{secrets.token_hex(4)}"
+        trash = self.workers / f"{TRASH}{worker}-{secrets.token_hex(4)}"
         os.rename(folder, trash)
         await trio.to_thread.run_sync(_remove_tree, trash)
         return versions
@@ -278,12 +335,72 @@ def _stage(job: Job, text: str) -> None:
     job.log.append_output(Stream.STDOUT, f"==> {text}\n".encode())
 
 
-def _make_temp_dir(parent: Path, worker: str) -> str:
-    return tempfile.mkdtemp(prefix=f"{worker}-", dir=parent)
+def build_root(state_dir: Path, *, shared: bool) -> Path:
+    """Where builds happen: in the state dir, or (``shared``: a build user's)
+    in the temporary directory, which every user can reach, under a name
+    derived from the state dir."""
+    if not shared:
+        return state_dir / "builds"
+    tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"hive-builds-{tag}"
+
+
+def _make_build_dir(parent: Path, worker: str, user: BuildUser | None) -> str:
+    """A fresh build dir; the build user's, if there is one (under a root that
+    only the hive owns, which others may pass through but not list)."""
+    if user is None:
+        parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f"{worker}-", dir=parent)
+    with contextlib.suppress(FileExistsError):
+        parent.mkdir(mode=0o711)
+    info = parent.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise OSError(f"{parent} is not a directory of the hive's own")
+    os.chmod(parent, 0o711)
+    build_dir = tempfile.mkdtemp(prefix=f"{worker}-", dir=parent)
+    os.chown(build_dir, user.uid, user.gid)
+    return build_dir
 
 
 def _copy_recipe(source: Path, destination: Path) -> None:
+    """Copy the recipe, readable by a build user but not writable by it."""
     shutil.copytree(source, destination, symlinks=True)
+    for path in [destination, *destination.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            os.chmod(path, (mode | 0o444 | (0o111 if path.is_dir() else 0)) & ~0o022)
+
+
+def _real_dir(path: Path) -> bool:
+    """A directory, and not through a symlink (which a build could plant)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _copy_package(package: Path, parent: Path) -> Path:
+    """Copy what a build user packaged into ``parent`` (a new hidden directory
+    the hive owns); symlinks are copied as links, never followed."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f"{TRASH}incoming-{secrets.token_hex(4)}"
+    try:
+        shutil.copytree(package, staging, symlinks=True, copy_function=_copy_plain)
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                os.chmod(path, stat.S_IMODE(path.stat().st_mode) & 0o777)
+    except (OSError, shutil.Error):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _copy_plain(source: str, destination: str) -> str:
+    """Contents and permission bits, without set-uid/set-gid: the copy is the hive's."""
+    shutil.copyfile(source, destination, follow_symlinks=False)
+    if not os.path.islink(destination):
+        os.chmod(destination, stat.S_IMODE(os.lstat(source).st_mode) & 0o777)
+    return destination
 
 
 def _remove_tree(path: Path) -> None:
@@ -298,7 +415,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_manifest(recipe: Recipe, recipe_dir: Path, package: Path, job_id: str) -> dict[str, Any]:
+def _write_manifest(
+    recipe: Recipe, recipe_sha256: str, package: Path, job_id: str
+) -> dict[str, Any]:
     files = {
         str(path.relative_to(package)): _sha256(path)
         for path in sorted(package.rglob("*"))
@@ -309,35 +428,8 @@ def _write_manifest(recipe: Recipe, recipe_dir: Path, package: Path, job_id: str
         "version": recipe.full_version,
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "job_id": job_id,
-        "recipe_sha256": _sha256(recipe_dir / "PKGBUILD"),
+        "recipe_sha256": recipe_sha256,
         "files": files,
     }
     (package / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _move_into_place(package: Path, target: Path) -> list[str]:
-    """Install ``package`` as ``target``; returns the other versions it replaced.
-
-    Renames only: a version being replaced is moved aside first, then the new
-    one takes its name, and only then is anything deleted. At no moment is a
-    partly written directory at ``target``.
-    """
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    trash: list[Path] = []
-    if target.exists():
-        aside = parent / f"{_TRASH}{target.name}-{secrets.token_hex(4)}"
-        os.rename(target, aside)
-        trash.append(aside)
-    os.rename(package, target)
-    replaced = []
-    for other in sorted(parent.iterdir()):
-        if other != target and not other.name.startswith(".") and other.is_dir():
-            aside = parent / f"{_TRASH}{other.name}-{secrets.token_hex(4)}"
-            os.rename(other, aside)
-            trash.append(aside)
-            replaced.append(other.name)
-    for path in trash:
-        shutil.rmtree(path, ignore_errors=True)
-    return replaced

@@ -7,19 +7,31 @@ follower: a slow follower only falls further behind in the log, it never slows
 the job.
 
 Followers read everything after the seq they already have and then wait for
-more. Those that keep up are served from a bounded in-memory tail of the most
-recent entries, so live following costs no disk read; one that falls behind the
-tail reads from the file, in bounded batches, in a worker thread. Either way a
+more, but only what the log *file* already holds: an entry is shown to a
+follower once its ``writev`` returned, so that a crash of the hive (SIGKILL,
+OOM) can never take back a seq a follower saw — the page cache survives the
+process, and the next hive finds the entry in the file. (A machine crash can
+still lose what was not fsynced; the hive fsyncs at the end of every job.) The
+cost is one writer round trip before a line reaches followers, measured in
+BENCHMARKS.md (line latency). The one exception is a log whose writes failed
+(disk full): its last control events, which tell followers why the job failed,
+are shown from memory. Followers that keep up are served from a bounded
+in-memory tail of the most recent entries, so live following costs no disk
+read; one that falls behind the tail reads from the file, in bounded batches,
+in a worker thread. Either way a
 follower holds at most one batch, so neither a slow follower nor a line of a
 hundred megabytes without a newline grows the hive's memory.
 
-Writing happens off the event loop, in one writer task per log
-(:meth:`JobLog.writing`) that hands what was appended since its last write to
-a worker thread as one ``writev``: a thread hop per batch, not per chunk.
-Copying a pipe's output into the page cache costs about as much CPU as reading
-the pipe, and on the event loop it was the largest cost of following a job
-live. Entries stay in the in-memory tail until they are on disk, so followers
-never wait for the disk; the job's pipe readers do wait (:meth:`wait_writable`)
+Writing happens in one writer task per log (:meth:`JobLog.writing`) that
+writes what was appended since its last write as one ``writev``: a batch per
+write, not a chunk. Bulk batches go to a worker thread: copying a pipe's
+output into the page cache costs about as much CPU as reading the pipe, and on
+the event loop it was the largest cost of following a job live. A small batch
+(a few lines, at most :data:`INLINE_WRITE`) is written on the event loop
+instead, because followers wait for it: the thread hop cost a line 0.3 ms at
+the median and 2-4 ms at p99 on a loaded 2-core machine, the inline write
+0.04 ms over serving from memory. Entries stay in the in-memory tail
+until they are on disk; the job's pipe readers wait (:meth:`wait_writable`)
 once :data:`WRITE_BACKLOG` bytes are unwritten, which bounds memory when the
 disk is slower than the job.
 
@@ -80,6 +92,11 @@ WRITE_BACKLOG = 4 * 1024 * 1024
 #: ``writev``: two buffers per record, within the kernel's IOV_MAX of 1024).
 WRITE_BATCH = 1024 * 1024
 WRITE_RECORDS = 512
+
+#: A batch this small is written on the event loop: a copy of a few KB into
+#: the page cache costs less than the hop to a worker thread and back, and
+#: followers wait for that write before they see a line.
+INLINE_WRITE = 16 * 1024
 
 #: Most payload bytes one read hands a follower (one record may exceed it).
 BATCH_BYTES = 1024 * 1024
@@ -144,7 +161,14 @@ class JobLog:
 
     @property
     def last_seq(self) -> int:
-        return self._last_seq
+        """The newest seq followers may see: on disk (or anything, once writing failed)."""
+        return self._last_seq if self.error is not None else self._disk_seq
+
+    @property
+    def ends(self) -> bool:
+        """Whether the last entry followers may see is the ``end`` event (for a log
+        of an earlier hive: known once it was read)."""
+        return self._ends and self.last_seq == self._last_seq
 
     @property
     def closed(self) -> bool:
@@ -257,7 +281,11 @@ class JobLog:
             parts += (record_header(entry_kind(entry), entry.seq, len(payload)), payload)
         failure: OSError | None = None
         try:
-            await trio.to_thread.run_sync(self._write_parts, parts)
+            if self._fd is not None and sum(map(len, parts)) <= INLINE_WRITE:
+                self._write_parts(parts)
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.to_thread.run_sync(self._write_parts, parts)
         except OSError as exc:
             failure = exc
         if self._fd is not None and self._size == 0:
@@ -273,6 +301,7 @@ class JobLog:
                 self._backlog -= len(payload)
             self._disk_seq = batch[-1][0].seq
             self._evict(0 if self._closed else TAIL_BYTES)
+        self._wake()  # followers see what reached the file (or, after a failure, everything)
         self._progress.set()
         self._progress = trio.Event()
         if self.error is not None and self.on_failure is not None and not self._closed:
@@ -297,7 +326,8 @@ class JobLog:
         self._tail.append((entry, len(payload) + ENTRY_COST))
         self._tail_cost += len(payload) + ENTRY_COST
         self._evict(TAIL_BYTES)
-        self._wake()
+        if self.error is not None:
+            self._wake()  # no writer any more: followers see it from memory
         return entry.seq
 
     def _fail(self, exc: OSError) -> None:
@@ -335,7 +365,7 @@ class JobLog:
         Empty only if there is nothing after ``since`` (yet)."""
         await self._ensure_index()
         since = max(since, 0)
-        if since >= self._last_seq:
+        if since >= self.last_seq:
             return []
         first = self._tail_first()
         if since + 1 >= first:
@@ -350,8 +380,8 @@ class JobLog:
             if batch:
                 position = batch[-1].seq
                 yield batch
-            elif self._closed:
-                return
+            elif self._closed and self.last_seq == self._last_seq:
+                return  # everything there will ever be, and it is shown
             else:
                 await self._grown.wait()
 
@@ -372,11 +402,18 @@ class JobLog:
                 assert isinstance(entry, OutputEntry)
                 yield entry.data
 
+    async def shown(self) -> tuple[int, bool]:
+        """``(last_seq, ends)``: the newest seq followers may see and whether it
+        is the ``end`` event (reading an earlier hive's log first, if need be)."""
+        await self._ensure_index()
+        return self.last_seq, self.ends
+
     async def latest(self) -> int:
         """The ``since`` that skips everything so far but a final ``end`` event,
         which every follower must get."""
+        await self.flush()
         await self._ensure_index()
-        return self._last_seq - 1 if self._closed or self._ends else self._last_seq
+        return self.last_seq - 1 if self.ends else self.last_seq
 
     async def tail_start(self, lines: int) -> tuple[int, int]:
         """Where a stream that starts with the last ``lines`` lines of stdout
@@ -402,7 +439,8 @@ class JobLog:
         batch: list[LogEntry] = []
         taken = 0
         tail = self._tail
-        while start < len(tail) and taken < max_bytes:
+        end = len(tail) - (self._last_seq - self.last_seq)  # not past what followers may see
+        while start < end and taken < max_bytes:
             entry, cost = tail[start]
             batch.append(entry)
             taken += cost
@@ -432,6 +470,7 @@ class JobLog:
             scan = await self._in_thread(partial(scan_log, self.path))
             self._index, self._size, self._bytes = scan.index, scan.size, scan.bytes
             self._last_seq = self._disk_seq = scan.last_seq
+            self._ends = (scan.last_control or {}).get("type") == "end"
             self._indexed = True
 
     async def _in_thread(self, call: Callable[[], T]) -> T:

@@ -38,6 +38,7 @@ import trio
 
 from hivewire.protocol import Stream
 
+from . import faults
 from .containment import Containment
 from .joblog import JobLog
 from .logfile import end_event, log_path
@@ -90,6 +91,11 @@ class JobSpec:
     finish: Callable[[Job], Awaitable[None]] | None = None
     #: Runs whatever the outcome, after ``finish`` (e.g. removing a build dir).
     cleanup: Callable[[Job], Awaitable[None]] | None = None
+    #: Runs once the job's ``end`` event is in its log, before :attr:`Job.ended`
+    #: is set: what must follow the outcome being on record (the install's old
+    #: version goes, or its new one is rolled back). A restarted hive does the
+    #: same from the log for a job whose hive died before this ran.
+    settled: Callable[[Job], Awaitable[None]] | None = None
 
 
 @dataclass(eq=False)
@@ -473,9 +479,15 @@ class JobEngine:
         )
         with contextlib.suppress(OSError):  # logged; the record says the log is incomplete
             await job.log.sync()
+        faults.point("job:end-logged")
         job.log.close()
         assert self._store is not None
         await self._store.save(job.to_record())
+        if job.spec.settled is not None:
+            try:
+                await job.spec.settled(job)
+            except Exception:
+                log.exception("job %s: settling its outcome failed", job.id)
         job.ended.set()
         self._retention_due.set()
         teardown = job.teardown

@@ -1,18 +1,175 @@
-"""What recipe code runs inside: its environment (and, below, its seal).
+"""What recipe code runs inside: its environment, its user, its PID namespace.
 
-Imports only the standard library: the engine builds a job's command line from
-it, and tools (``bench/``) use it to run a build the way the hive does.
+A build is started through :mod:`hive.jobinit` (see there why a script of our
+own and not util-linux ``unshare``), which makes the job a PID namespace and
+runs the recipe's code as the build user. This module decides how: it builds
+the command-line prefix and the environment, and probes at start-up whether
+this machine lets the hive make namespaces at all.
+
+- A hive running as root runs recipe code as an unprivileged **build user**
+  (``--build-user``, default ``nobody``, which every Debian has), with
+  ``no_new_privs``: recipe code never runs as root, as makepkg demands.
+- A hive running as another user runs it as itself; a user namespace that maps
+  only that uid (never root) is what allows the PID namespace there.
+- ``RLIMIT_NPROC`` of the build bounds a fork bomb where no ``pids`` cgroup
+  controller is writable.
+
+Set :data:`DISABLE_VARIABLE` to 1 to run without the namespace layer (the
+other teardown layers then do all the work; the build user still applies).
+
+Imports only the standard library: ``bench/`` uses it to run a build the way
+the hive does, without the engine.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 #: The part of the hive's environment a build may see. Everything else (tokens,
 #: the operator's credentials) stays out of job processes.
 ENV_ALLOW = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "TMPDIR")
 
+#: Set to 1 to run jobs without a PID namespace of their own.
+DISABLE_VARIABLE = "HIVE_DISABLE_PIDNS"
 
-def job_environment() -> dict[str, str]:
-    """The environment of a build: the allowed part of the hive's own."""
-    return {name: os.environ[name] for name in ENV_ALLOW if name in os.environ}
+#: Who runs recipe code when the hive is root: exists on a fresh Debian (65534).
+DEFAULT_BUILD_USER = "nobody"
+
+#: How long the start-up probe may take.
+PROBE_TIMEOUT = 10.0
+
+JOBINIT = Path(__file__).with_name("jobinit.py")
+
+
+class BuildUserError(ValueError):
+    """The build user cannot be used; ``str()`` says why, in one line."""
+
+
+@dataclass(frozen=True)
+class BuildUser:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> BuildUser:
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise BuildUserError(f"no such user: {name!r} (--build-user)") from None
+        if entry.pw_uid == 0 or entry.pw_gid == 0:
+            raise BuildUserError(f"the build user must not be root: {name!r} (--build-user)")
+        return cls(name, entry.pw_uid, entry.pw_gid)
+
+
+def usable_by(path: Path, user: BuildUser) -> bool:
+    """Whether ``user`` can reach and run ``path`` (by its permission bits: every
+    directory on the way searchable, the file executable); a toolchain in
+    root's home (``/root/.cargo/bin``) is not, for ``nobody``."""
+
+    def allowed(mode: int, uid: int, gid: int, bit: int) -> bool:
+        if uid == user.uid:
+            return bool(mode & (bit << 6))
+        if gid == user.gid:
+            return bool(mode & (bit << 3))
+        return bool(mode & bit)
+
+    try:
+        target = path.resolve(strict=True)
+        for directory in reversed(target.parents):
+            info = directory.stat()
+            if not allowed(info.st_mode, info.st_uid, info.st_gid, 1):
+                return False
+        info = target.stat()
+    except OSError:
+        return False
+    return allowed(info.st_mode, info.st_uid, info.st_gid, 1)
+
+
+def which_for(user: BuildUser | None) -> Callable[[str], str | None]:
+    """``shutil.which``, as ``user`` would find it (None: as the hive)."""
+    if user is None:
+        return shutil.which
+
+    def which(command: str) -> str | None:
+        found = shutil.which(command)
+        return found if found is not None and usable_by(Path(found), user) else None
+
+    return which
+
+
+def job_environment(user: BuildUser | None = None, home: Path | None = None) -> dict[str, str]:
+    """The environment of a build: the allowed part of the hive's own; for a
+    build user, its own name and ``home`` (the hive's HOME is not its to use)."""
+    env = {name: os.environ[name] for name in ENV_ALLOW if name in os.environ}
+    if user is not None:
+        env["USER"] = env["LOGNAME"] = user.name
+        if home is not None:
+            env["HOME"] = str(home)
+        env.pop("TMPDIR", None)
+    return env
+
+
+@dataclass(frozen=True)
+class JobSandbox:
+    """How this hive starts recipe code."""
+
+    #: The PID namespace layer is on.
+    namespace: bool = False
+    #: Recipe code runs as this user (a root hive); None: as the hive itself.
+    user: BuildUser | None = None
+    #: ``RLIMIT_NPROC`` of the build (None: unchanged).
+    nproc: int | None = None
+
+    @property
+    def user_namespace(self) -> bool:
+        """A hive that is not root needs a user namespace to make a PID namespace."""
+        return self.namespace and os.geteuid() != 0
+
+    def wrap(self, argv: list[str], *, pid_fd: int | None = None) -> list[str]:
+        """``argv`` started through :mod:`hive.jobinit`; ``pid_fd`` (inherited
+        by the child) receives the pid of the namespace's init."""
+        if not self.namespace and self.user is None and self.nproc is None:
+            return list(argv)
+        options: list[str] = []
+        if not self.namespace:
+            options += ["--namespace", "0"]
+        elif self.user_namespace:
+            options.append("--user-namespace")
+        if pid_fd is not None and self.namespace:
+            options += ["--pid-fd", str(pid_fd)]
+        if self.user is not None:
+            options += ["--uid", str(self.user.uid), "--gid", str(self.user.gid)]
+        if self.nproc is not None:
+            options += ["--nproc", str(self.nproc)]
+        return [sys.executable, "-I", "-S", str(JOBINIT), *options, "--", *argv]
+
+
+def probe_namespace() -> tuple[bool, str]:
+    """Whether this machine lets the hive make a job's PID namespace (a real
+    one is made, with ``true`` as its command); and one line for the log."""
+    if os.environ.get(DISABLE_VARIABLE) == "1":
+        return False, f"disabled by {DISABLE_VARIABLE}=1"
+    sandbox = JobSandbox(namespace=True)
+    try:
+        done = subprocess.run(
+            sandbox.wrap(["true"]),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"cannot start {JOBINIT.name}: {exc}"
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return False, why[-1] if why else f"{JOBINIT.name} exited {done.returncode}"
+    kind = "with a user namespace" if sandbox.user_namespace else "as root"
+    return True, f"a PID namespace per job ({kind})"

@@ -32,16 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hivewire.protocol import ControlEvent, Stream
+from hivewire.protocol import MAX_FRAME_PAYLOAD, ControlEvent, Stream
 
 MAGIC = b"HIVELOG\x01"
 RECORD = struct.Struct(">BQI")
 RECORD_HEADER = RECORD.size
 CONTROL = 3
 
-#: Largest payload of one output record. The hive reads pipes in chunks of at
-#: most this size; a bigger ``append_output`` is split.
-MAX_RECORD = 1024 * 1024
+#: Largest payload of one output record: one seq never holds more than one
+#: stream message can carry (a binary frame's payload; base64 of it in a JSON
+#: message stays far below the protocol's message limit). The hive reads pipes
+#: in chunks of at most this size; a bigger ``append_output`` is split.
+MAX_RECORD = MAX_FRAME_PAYLOAD
 
 #: The sparse index remembers where a record starts about every this many bytes:
 #: a reader that has to find a seq on disk scans at most this far, plus one record.

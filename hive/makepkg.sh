@@ -195,7 +195,11 @@ _hive_git() { # URL(with git+ and #fragment) DEST-DIR
 		url=${url%%#*}
 	fi
 	url=${url%%\?*}
-	GIT_TERMINAL_PROMPT=0 git clone --quiet --no-checkout -- "$url" "$2" || return 1
+	# A build runs as its own user: a local upstream belongs to someone else,
+	# which git refuses to serve unless told (upload-pack only reads it).
+	local pack=(git upload-pack)
+	[[ $url == file://* || $url == /* ]] && pack=(git -c 'safe.directory=*' upload-pack)
+	GIT_TERMINAL_PROMPT=0 git clone --quiet --no-checkout --upload-pack "${pack[*]}" -- "$url" "$2" || return 1
 	case $frag in
 		'') ref=origin/HEAD ;;
 		tag=*) ref="refs/tags/${frag#tag=}" ;;

@@ -40,8 +40,14 @@ class ProcStat:
 
     @property
     def dead(self) -> bool:
-        """A zombie (or dying) process has exited: it only waits to be reaped."""
-        return self.state in ("Z", "X", "x")
+        """Whether the process has exited and only waits to be reaped.
+
+        The state is the main thread's: a process whose main thread called
+        ``pthread_exit`` shows ``Z`` while its other threads run on. The kernel
+        keeps such a leader (a zombie) in the thread count until the last
+        thread exits, so a zombie that counts more than one thread is alive.
+        """
+        return self.state in ("Z", "X", "x") and self.threads <= 1
 
 
 def parse_stat(text: str | bytes) -> ProcStat:
@@ -106,7 +112,23 @@ def marked_pids(pids: Iterable[int], marker: bytes) -> set[int]:
 def has_marker(pid: int, marker: bytes) -> bool:
     """Whether the environment of ``pid`` carries ``marker`` (False if unreadable)."""
     environ = read_proc_file(f"/proc/{pid}/environ")
+    if not environ and (stat := read_stat(pid)) is not None and stat.state == "Z":
+        # A process whose main thread has exited has no environment of its own
+        # to show (ESRCH): its live threads share it.
+        environ = _threads_environ(pid)
     return environ is not None and environ_has(environ, marker)
+
+
+def _threads_environ(pid: int) -> bytes | None:
+    try:
+        tids = [tid for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None
+    for tid in tids:
+        environ = read_proc_file(f"/proc/{pid}/task/{tid}/environ")
+        if environ:
+            return environ
+    return None
 
 
 def read_proc_file(path: str, size: int = 64 * 1024) -> bytes | None:
@@ -173,3 +195,15 @@ def children_of(pid: int, stat: ProcStat | None = None) -> list[int]:
 def own_children() -> list[int]:
     """The children of this process (every thread's)."""
     return children_of(os.getpid())
+
+
+def pid_namespace(pid: int) -> int | None:
+    """The inode of the PID namespace ``pid`` is in (None if it is gone or not ours).
+
+    ``stat`` of ``/proc/PID/ns/pid`` needs no file descriptor, so it works
+    even when the hive has none left.
+    """
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+        return None

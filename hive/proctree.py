@@ -12,7 +12,11 @@ compiling. A job's processes are found from ``/proc`` by several independent
   process even after it left the session and its parent died (a double-forked
   daemon, re-parented to the hive);
 - ``cgroup``: the job's own cgroup (see :mod:`hive.cgroups`) holds even a
-  process that cleared its environment.
+  process that cleared its environment;
+- ``pid-namespace``: the job's own PID namespace (see :mod:`hive.jobinit`)
+  holds every process forked inside it, whatever it does, root that left its
+  cgroup included; SIGKILL of its init kills all of them, and an exited init
+  is the kernel's word that none is left.
 
 Every member is signalled through a pidfd (so a recycled pid is never hit), and
 the exits are awaited on those pidfds instead of polling. A sweep re-scans until
@@ -30,6 +34,7 @@ the thin trio layer around them.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import select
 import signal
@@ -51,9 +56,20 @@ from .procfs import (
     job_marker,
     marked_pids,
     own_children,
+    pid_namespace,
     read_stat,
     snapshot,
 )
+
+#: What running out of descriptors or memory looks like: teardown then falls
+#: back to what needs none (the group strike, the namespace's init) instead of
+#: failing.
+EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
+
+def exhausted(exc: OSError) -> bool:
+    return exc.errno in EXHAUSTED
+
 
 #: How long SIGKILLed processes get to disappear before we report them as left.
 KILL_TIMEOUT = 5.0
@@ -71,6 +87,56 @@ class Layer(enum.StrEnum):
     DESCENDANTS = "descendants"
     ENVIRONMENT = "environment"
     CGROUP = "cgroup"
+    NAMESPACE = "pid-namespace"
+
+
+@dataclass
+class NamespaceInit:
+    """The init of a job's PID namespace, held by a pidfd from the job's start
+    on (so that a teardown needs no new descriptor to kill the whole job)."""
+
+    pid: int
+    pidfd: int
+    start_time: int
+    #: Inode of the namespace (``/proc/PID/ns/pid``); None if it could not be read.
+    namespace: int | None
+
+    @classmethod
+    def open(cls, pid: int, *, not_before: int = 0) -> NamespaceInit | None:
+        """Hold the init ``pid`` if it is a live process started at ``not_before``
+        or later; None if it is gone (or the pid names another process)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        stat = read_stat(pid)
+        if stat is None or stat.dead or stat.start_time < not_before:
+            os.close(pidfd)
+            return None
+        return cls(pid, pidfd, stat.start_time, pid_namespace(pid))
+
+    def exited(self) -> bool:
+        """Whether the init has exited, and with it every process of the namespace."""
+        if self.pidfd < 0:
+            return True
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def kill(self) -> bool:
+        """SIGKILL the init: the kernel kills every process of the namespace."""
+        if self.pidfd < 0:
+            return False
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
 
 class OrphanReaper(Protocol):
@@ -130,13 +196,15 @@ def select_members(
     *,
     marked: Collection[int] = (),
     in_cgroup: Collection[int] = (),
+    in_namespace: Collection[int] = (),
     known: Iterable[int] = (),
 ) -> dict[int, frozenset[Layer]]:
     """The live processes that belong to ``job``, each with the layers that found it.
 
     A process belongs to the job if it is in the job's process group or session
     (and not older than the leader), carries the job's marker (``marked``), is
-    in the job's cgroup (``in_cgroup``), or descends by parent links from one
+    in the job's cgroup (``in_cgroup``) or PID namespace (``in_namespace``),
+    or descends by parent links from one
     that does or from a pid in ``known``.
     """
     children: dict[int, list[int]] = {}
@@ -151,6 +219,8 @@ def select_members(
             layers.add(Layer.ENVIRONMENT)
         if stat.pid in in_cgroup:
             layers.add(Layer.CGROUP)
+        if stat.pid in in_namespace:
+            layers.add(Layer.NAMESPACE)
         if layers:
             direct[stat.pid] = layers
     members: dict[int, set[Layer]] = {pid: set(layers) for pid, layers in direct.items()}
@@ -188,6 +258,18 @@ class TeardownReport:
     #: empty at the end (None: the job had no cgroup).
     cgroup_kill: bool = False
     cgroup_empty: bool | None = None
+    #: Whether the init of the job's PID namespace was sent SIGKILL; whether it
+    #: had exited at the end, so that the kernel removed every process of the
+    #: namespace (None: the job had no namespace).
+    namespace_kill: bool = False
+    namespace_empty: bool | None = None
+    #: False when the hive could not look (no descriptor or memory left for
+    #: ``/proc``) and no namespace vouched for the job: then ``left`` is only
+    #: what it knew of, and the teardown does not count as clean.
+    verified: bool = True
+    #: The job's use of the machine, from its cgroups (see :mod:`hive.cgroups`):
+    #: ``cpu_seconds``, ``memory_peak`` (bytes), ``tasks_peak``; null where unknown.
+    usage: dict[str, Any] | None = None
     #: Exited processes that were the hive's (re-parented) children, reaped here.
     reaped: int = 0
     #: Why something could not be killed or cleaned up, one line each.
@@ -197,14 +279,22 @@ class TeardownReport:
 
     @property
     def clean(self) -> bool:
-        return self.left == 0 and self.cgroup_empty is not False
+        return (
+            self.left == 0
+            and self.verified
+            and self.cgroup_empty is not False
+            and self.namespace_empty is not False
+        )
 
     @property
     def problem(self) -> str | None:
         """One line for the job's error when the teardown is not verified clean."""
         if self.clean:
             return None
-        text = f"teardown incomplete: {self.left} process(es) left"
+        if self.verified:
+            text = f"teardown incomplete: {self.left} process(es) left"
+        else:
+            text = f"teardown unverified: {self.left} known process(es) left"
         if self.left_pids:
             text += f" (pids {', '.join(map(str, self.left_pids))})"
         if self.errors:
@@ -238,6 +328,10 @@ class TeardownReport:
             "by_layer": self.by_layer,
             "cgroup_kill": self.cgroup_kill,
             "cgroup_empty": self.cgroup_empty,
+            "namespace_kill": self.namespace_kill,
+            "namespace_empty": self.namespace_empty,
+            "verified": self.verified,
+            "usage": self.usage,
             "reaped": self.reaped,
             "errors": self.errors,
             "limits": self.limits,
@@ -245,7 +339,11 @@ class TeardownReport:
 
 
 async def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> trio.Process:
     """Start ``argv`` as the leader of a new session, with piped output.
 
@@ -261,6 +359,7 @@ async def spawn(
         start_new_session=True,
         env=dict(env),
         cwd=cwd,
+        pass_fds=tuple(pass_fds),
     )
 
 
@@ -310,8 +409,9 @@ class TreeKiller:
     """Tears down every process of one job: SIGTERM, a grace period, SIGKILL.
 
     ``leader`` is the job's process when this hive started it (trio reaps it;
-    we never do). ``notify`` receives one human-readable line per step, for
-    the job's log.
+    we never do). ``namespace`` is the init of the job's PID namespace, if it
+    has one. ``notify`` receives one human-readable line per step, for the
+    job's log.
 
     How it stays fast without skipping a check:
 
@@ -321,22 +421,32 @@ class TreeKiller:
       right after a census of the members (so that every member is counted
       and attributed while it still exists), before pidfds are opened and
       before anything else is read. (``trio.Process.returncode`` would reap
-      the leader; the check reads ``/proc`` instead.)
+      the leader; the check reads ``/proc`` instead.) A member of the census
+      that the strike reached counts as signalled, even if it was gone before
+      it could be looked at again.
+    - *The namespace.* With a PID namespace, SIGKILL goes to its init first:
+      the kernel kills every process in it, whatever it did to hide, and the
+      init is the last to go. Its exit is the verdict; the scans below stay
+      as the cross-check (and find what left the namespace, which nothing
+      forked inside it can).
     - *The walk.* The census and the rescans while members die look only at
       the job's part of the process tree: this process's children (as a
-      child subreaper, every orphan of the job is re-parented to us) and the
-      cgroup's members, then children of members, from
-      ``/proc/PID/task/TID/children``. It costs what the job has, not what
-      the machine has.
+      child subreaper, every orphan of the job is re-parented to us), the
+      namespace's init and the cgroup's members, then children of members,
+      from ``/proc/PID/task/TID/children``. It costs what the job has, not
+      what the machine has.
     - *The verdict.* A job is declared gone only after every tracked member's
       pidfd said it exited *and* a full scan of ``/proc`` by every layer
-      (process group and session, environment marker, cgroup, descendants)
-      finds no live member: exactly the check this class always made, made
-      once instead of at every step. The walk may miss a process (the children
-      list is inexact while a parent reaps, and a marked process outside our
-      tree is not under us); the full scan does not, and whatever it finds is
-      signalled and waited for in another round.
+      (process group and session, environment marker, cgroup, namespace,
+      descendants) finds no live member. The walk may miss a process (the
+      children list is inexact while a parent reaps, and a marked process
+      outside our tree is not under us); the full scan does not, and whatever
+      it finds is signalled and waited for in another round.
     - Exits are awaited on pidfds through one epoll set, not one task each.
+    - *Exhaustion.* Out of descriptors or memory, ``/proc`` cannot be read nor
+      pidfds opened: the teardown then goes on blind with what needs no new
+      descriptor (the strike, the init's pidfd held since the job started) and
+      says so; without a namespace to vouch, the report is ``verified: false``.
     """
 
     def __init__(
@@ -347,6 +457,7 @@ class TreeKiller:
         notify: Callable[[str], None] = lambda _line: None,
         leader: trio.Process | None = None,
         cgroup: JobCgroup | None = None,
+        namespace: NamespaceInit | None = None,
         reaper: OrphanReaper | None = None,
         layers: Sequence[str] = (Layer.PROCESS_GROUP, Layer.DESCENDANTS, Layer.ENVIRONMENT),
         limits: Sequence[str] = (),
@@ -356,6 +467,7 @@ class TreeKiller:
         self._notify = notify
         self._leader = leader
         self._cgroup = cgroup
+        self._namespace = namespace
         self._reaper = reaper
         self._layers = [str(layer) for layer in layers]
         self._limits = list(limits)
@@ -369,6 +481,11 @@ class TreeKiller:
         self._walk = leader is not None and HAS_CHILDREN_FILE
         #: Whether the last full scan found nothing alive: the verdict holds.
         self._verified = False
+        #: Why /proc could not be read or a pidfd opened (exhaustion), if so.
+        self._blind: str | None = None
+        #: Members of a census that the strike reached and that were gone
+        #: before they could be tracked: signalled all the same.
+        self._struck_gone = 0
 
     async def teardown(self) -> TeardownReport:
         """Kill everything that is left of the job and verify that nothing is.
@@ -380,7 +497,7 @@ class TreeKiller:
         report = TeardownReport(layers=list(self._layers), limits=list(self._limits))
         try:
             await self._phase(signal.SIGTERM, trio.current_time() + self._grace, report)
-            if self._alive() or (self._cgroup is not None and self._cgroup.populated()):
+            if self._alive() or self._blind or self._populated() or self._init_running():
                 await self._phase(signal.SIGKILL, trio.current_time() + KILL_TIMEOUT, report)
             if not self._verified:
                 # The verifying pass: a fresh full scan by every layer, and the pidfds.
@@ -392,7 +509,12 @@ class TreeKiller:
             report.left_pids = sorted(t.pid for t in left)
             report.errors.extend(t.error or f"pid {t.pid}: still alive after SIGKILL" for t in left)
             if self._cgroup is not None:
-                report.cgroup_empty = not self._cgroup.populated()
+                report.cgroup_empty = not self._populated()
+            if self._namespace is not None:
+                report.namespace_empty = self._namespace.exited()
+            if self._blind is not None:
+                report.errors.append(self._blind)
+                report.verified = bool(report.namespace_empty)
             if self._reaper is not None:
                 # Orphans that exited before we saw them, e.g. the setsid'd
                 # middle process of a double fork, are zombies of ours.
@@ -404,23 +526,44 @@ class TreeKiller:
                     await leader.wait()
         finally:
             for tracked in self._tracked.values():
-                os.close(tracked.pidfd)
+                if tracked.pidfd >= 0:
+                    os.close(tracked.pidfd)
             self._tracked.clear()
         report.count(self._found)
         report.seconds = time.monotonic() - started
         return report
+
+    def _populated(self) -> bool:
+        if self._cgroup is None:
+            return False
+        try:
+            return self._cgroup.populated()
+        except OSError as exc:
+            if not exhausted(exc):
+                raise
+            return True  # cannot tell: assume the worst, cgroup.kill is cheap
 
     def _leader_unreaped(self) -> bool:
         """Whether the leader still holds its pid (alive or a zombie), so that
         the job's pgid names the job's group and no other.
 
         Only trio reaps the leader, in this thread: the answer holds until the
-        next ``await``.
+        next ``await``. Out of descriptors, ``waitid(WNOWAIT)`` answers
+        without reading ``/proc``: a child of ours with that pid is unreaped.
         """
         leader = self._leader
         if leader is None or self._job.pgid != leader.pid or not self._job.leader_start_time:
             return False
-        stat = read_stat(leader.pid)
+        try:
+            stat = read_stat(leader.pid)
+        except OSError as exc:
+            if not exhausted(exc):
+                raise
+            try:
+                os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return False
+            return True
         return stat is not None and stat.start_time == self._job.leader_start_time
 
     def _strike(self, sig: signal.Signals) -> int | None:
@@ -434,10 +577,23 @@ class TreeKiller:
             return None
         return pgid
 
-    def _scan(self, *, full: bool) -> tuple[dict[int, ProcStat], JobIdentity, set[int], set[int]]:
+    def _init_running(self) -> bool:
+        return self._namespace is not None and not self._namespace.exited()
+
+    def _in_namespace(self, pids: Iterable[int]) -> set[int]:
+        namespace = self._namespace
+        if namespace is None or namespace.namespace is None:
+            return set()
+        return {pid for pid in pids if pid_namespace(pid) == namespace.namespace}
+
+    def _scan(
+        self, *, full: bool
+    ) -> tuple[dict[int, ProcStat], JobIdentity, set[int], set[int], set[int]]:
         """Look for members: the process table (all of it, or the job's part),
-        the identity to judge it by, the marked pids and the cgroup's pids."""
+        the identity to judge it by, the marked pids, the cgroup's pids and
+        those in the job's namespace."""
         in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
+        init = [self._namespace.pid] if self._namespace is not None else []
         if full:
             procs = snapshot()
             if self._job.pgid is not None and not group_exists(procs, self._job.pgid):
@@ -446,54 +602,99 @@ class TreeKiller:
                     self._job.job_id, None, self._job.leader_pid, self._job.leader_start_time
                 )
             fresh = [pid for pid in candidates(procs, self._job) if pid not in self._tracked]
-            return procs, self._job, marked_pids(fresh, self._marker), in_cgroup
+            return (
+                procs,
+                self._job,
+                marked_pids(fresh, self._marker),
+                in_cgroup,
+                self._in_namespace(fresh),
+            )
         # The walk judges by process group only while the group is provably the
         # job's; the full scan has its own test (group_exists) for the rest.
         job = self._job
         if job.pgid is not None and not self._leader_unreaped():
             job = JobIdentity(job.job_id, None, job.leader_pid, job.leader_start_time)
+        # Everything forked in the namespace descends from its init.
         procs, marked = walk(
             job,
-            roots=[*own_children(), *in_cgroup, *self._tracked],
+            roots=[*own_children(), *init, *in_cgroup, *self._tracked],
             marker=self._marker,
             in_cgroup=in_cgroup,
-            known=self._tracked.keys(),
+            known=[*self._tracked, *init],
         )
-        return procs, job, marked, in_cgroup
+        fresh = [pid for pid in procs if pid not in self._tracked]
+        return procs, job, marked, in_cgroup, self._in_namespace(fresh)
 
     def _discover(self, *, full: bool, strike: signal.Signals | None = None) -> list[_Tracked]:
         """Start tracking members not seen before; return them.
 
         With ``strike``, the members are counted first and then the group gets
         ``strike`` by ``killpg`` (see :meth:`_strike`) before they are tracked.
+        Out of descriptors or memory, it strikes blind and tracks nothing new.
         """
-        procs, job, marked, in_cgroup = self._scan(full=full)
+        try:
+            procs, job, marked, in_cgroup, in_namespace = self._scan(full=full)
+        except OSError as exc:
+            if not exhausted(exc):
+                raise
+            self._blind = f"cannot read /proc: {exc.strerror or exc}"
+            if strike is not None:
+                self._strike(strike)
+            return []
+        init = [self._namespace.pid] if self._namespace is not None else []
         members = select_members(
-            procs, job, marked=marked, in_cgroup=in_cgroup, known=list(self._tracked)
+            procs,
+            job,
+            marked=marked,
+            in_cgroup=in_cgroup,
+            in_namespace=in_namespace,
+            known=[*self._tracked, *init],
         )
+        # The namespace's init is the hive's, as the hive itself is: it is
+        # awaited and killed through its own pidfd, not counted as the job's.
+        ours = {os.getpid(), *init}
         fresh = {
             pid: layers
             for pid, layers in members.items()
-            if pid not in self._tracked and pid != os.getpid()
+            if pid not in self._tracked and pid not in ours
         }
         struck = self._strike(strike) if strike is not None else None
         new: list[_Tracked] = []
         for pid, layers in fresh.items():
             self._found.append(layers)
+            reached = struck is not None and procs[pid].pgid == struck
             try:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
-                continue  # exited and reaped since the scan
+                # Exited and reaped since the scan: the strike may be why.
+                self._struck_gone += reached
+                continue
+            except OSError as exc:
+                if not exhausted(exc):
+                    raise
+                self._blind = f"cannot open a pidfd: {exc.strerror or exc}"
+                continue
             # The pid might have been recycled between the scan and the open: if
             # the process is still the one scanned, the pidfd names it.
-            stat = read_stat(pid)
+            try:
+                stat = read_stat(pid)
+            except OSError as exc:
+                os.close(pidfd)
+                if not exhausted(exc):
+                    raise
+                self._blind = f"cannot read /proc: {exc.strerror or exc}"
+                continue
             if stat is None or stat.start_time != procs[pid].start_time:
                 os.close(pidfd)
+                self._struck_gone += reached
                 continue
             tracked = _Tracked(pid, pidfd, layers, pgid_after=stat.pgid)
             if struck is not None:
                 tracked.pgid_before = procs[pid].pgid
                 if reached_by_strike(struck, tracked.pgid_before, tracked.pgid_after):
+                    tracked.struck_by = strike
+                elif reached and stat.dead:
+                    # In the group at the strike, and a zombie right after it.
                     tracked.struck_by = strike
             self._tracked[pid] = tracked
             first = self._sessions.get(stat.sid, stat.start_time)
@@ -510,8 +711,17 @@ class TreeKiller:
 
     def _signal(self, sig: signal.Signals, report: TeardownReport) -> int:
         """Send ``sig`` to every live member that has not had it; return how many
-        got it (from the strike or from us)."""
-        sent = 0
+        got it (from the strike, the namespace's init or from us)."""
+        sent, self._struck_gone = self._struck_gone, 0
+        namespace = self._namespace
+        kill_namespace = sig == signal.SIGKILL and not report.namespace_kill
+        # The kernel's own teardown: every process of the namespace.
+        if kill_namespace and namespace is not None and namespace.kill():
+            report.namespace_kill = True
+            self._notify(f"killed the PID namespace of job {self._job.job_id} (its init)")
+            for tracked in self._alive():
+                if Layer.NAMESPACE in tracked.layers:
+                    tracked.struck_by = sig
         for tracked in self._alive():
             if sig in tracked.signals:
                 continue
@@ -532,9 +742,15 @@ class TreeKiller:
             report.sigkill += sent
         else:
             report.sigterm += sent
-        if sig == signal.SIGKILL and self._cgroup is not None and self._cgroup.populated():
+        if sig == signal.SIGKILL and self._cgroup is not None and self._populated():
             # Catches, in one step, whatever was forked since the last scan.
-            self._cgroup.kill()
+            try:
+                self._cgroup.kill()
+            except OSError as exc:
+                if not exhausted(exc):
+                    raise
+                report.errors.append(f"cgroup.kill: {exc.strerror or exc}")
+                return sent
             if not report.cgroup_kill:
                 self._notify(f"killed what is left in cgroup {self._cgroup.path}")
             report.cgroup_kill = True
@@ -563,13 +779,17 @@ class TreeKiller:
         Ends early only on the verdict: every tracked member exited, and then a
         full scan found no live member that was not tracked (the orphans we
         inherited are reaped first, so that the scan has fewer zombies to
-        read). While members live, rescans walk the job's tree.
+        read). While members live, rescans walk the job's tree. Blind (see
+        :meth:`_discover`), it ends early only when the namespace's init has
+        exited; otherwise it looks again every rescan interval until the
+        deadline, in case descriptors come back.
 
         The job's log gets one line for the first round of signals and one for
         all the processes that appeared later (a loop that keeps forking would
         otherwise write a line every rescan).
         """
         self._verified = False
+        self._blind = None
         self._discover(full=not self._walk, strike=sig)
         first = self._signal(sig, report)
         if first:
@@ -577,19 +797,24 @@ class TreeKiller:
         late = 0
         try:
             while True:
-                if self._alive():
+                if self._alive() or self._blind or self._init_running():
                     if trio.current_time() >= deadline:
                         return
                     with trio.move_on_at(min(deadline, trio.current_time() + RESCAN_INTERVAL)):
                         await self._wait_exits()
                 self._poll_exits(report)
-                if self._alive():
-                    # A member outlived the rescan interval: look for its new children.
+                if self._blind and self._namespace is not None and self._namespace.exited():
+                    return
+                if self._alive() or self._init_running():
+                    # A member outlived the rescan interval, or the init has a
+                    # child we do not know of: look for new ones. (The init
+                    # exits once it has no child left: that is the verdict.)
                     self._discover(full=not self._walk)
                 else:
                     if self._reaper is not None:
                         report.reaped += self._reaper.reap_orphans(self._sessions)
-                    if not self._discover(full=True):
+                    self._blind = None
+                    if not self._discover(full=True) and not self._blind:
                         self._verified = True
                         return
                 late += self._signal(sig, report)
@@ -605,9 +830,21 @@ class TreeKiller:
 
         One epoll set holds the pidfds and trio waits on that one descriptor:
         a task and an epoll registration per member cost more than the wait.
+        Out of descriptors for the epoll set, ``poll`` (which needs none) is
+        asked every few milliseconds instead.
         """
         pending = {tracked.pidfd for tracked in self._alive()}
-        with select.epoll() as ready:
+        if self._init_running():
+            assert self._namespace is not None
+            pending.add(self._namespace.pidfd)
+        try:
+            ready = select.epoll()
+        except OSError as exc:
+            if not exhausted(exc):
+                raise
+            await self._poll_until_exited(pending)
+            return
+        with ready:
             for fd in pending:
                 ready.register(fd, select.EPOLLIN)
             while pending:
@@ -615,6 +852,18 @@ class TreeKiller:
                 for fd, _events in ready.poll(0):
                     ready.unregister(fd)
                     pending.discard(fd)
+
+    @staticmethod
+    async def _poll_until_exited(pending: set[int]) -> None:
+        poller = select.poll()
+        for fd in pending:
+            poller.register(fd, select.POLLIN)
+        while pending:
+            for fd, _events in poller.poll(0):
+                poller.unregister(fd)
+                pending.discard(fd)
+            if pending:
+                await trio.sleep(0.005)
 
 
 def walk(

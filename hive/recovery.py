@@ -36,7 +36,7 @@ import trio
 from .cgroups import HiveCgroups, JobCgroup
 from .logfile import LogCorrupt, end_event, log_path, settle_log
 from .procfs import ProcStat, job_marker, marked_pids, read_stat, snapshot
-from .proctree import JobIdentity, TeardownReport, TreeKiller, candidates
+from .proctree import JobIdentity, NamespaceInit, TeardownReport, TreeKiller, candidates
 from .store import JobRecord, JobState, JobStore, now
 
 log = logging.getLogger("hive.recovery")
@@ -67,6 +67,9 @@ class RunningRecord:
     pgid: int | None = None
     leader_pid: int | None = None
     leader_start_time: int = 0
+    #: The init of the job's PID namespace: killing it kills the whole job.
+    init_pid: int | None = None
+    init_start_time: int = 0
 
     @classmethod
     def start(cls, job_id: str) -> RunningRecord:
@@ -94,12 +97,14 @@ class RunningRecord:
             raise ValueError("bad hive_pid or hive_start_time")
         if record.cgroup is not None and not isinstance(record.cgroup, str):
             raise ValueError("bad cgroup")
-        for name in ("pgid", "leader_pid"):
+        for name in ("pgid", "leader_pid", "init_pid"):
             value = getattr(record, name)
             if value is not None and not (isinstance(value, int) and value > 1):
                 raise ValueError(f"bad {name}")
         if not isinstance(record.leader_start_time, int):
             raise ValueError("bad leader_start_time")
+        if not isinstance(record.init_start_time, int):
+            raise ValueError("bad init_start_time")
         return record
 
 
@@ -198,6 +203,18 @@ def _identity(record: RunningRecord, cgroup: JobCgroup | None) -> JobIdentity:
     )
 
 
+def _namespace_for(record: RunningRecord | None) -> NamespaceInit | None:
+    """The init of the job's namespace, if the record names one that still runs
+    (same pid, same start time)."""
+    if record is None or record.init_pid is None:
+        return None
+    init = NamespaceInit.open(record.init_pid, not_before=record.init_start_time)
+    if init is not None and init.start_time != record.init_start_time:
+        init.close()
+        return None
+    return init
+
+
 def _cgroup_for(record: RunningRecord, cgroups: HiveCgroups | None) -> JobCgroup | None:
     """The job's cgroup, if the record names one that is still a cgroup."""
     if record.cgroup is None:
@@ -253,15 +270,21 @@ async def recover(
                 work.append((job, JobIdentity(job_id, None, None, 0), cgroup))
 
     async def tear_down(job: RecoveredJob, identity: JobIdentity, cgroup: JobCgroup | None) -> None:
+        namespace = _namespace_for(job.record)
         killer = TreeKiller(
             identity,
             grace=grace,
             notify=lambda line: log.info("recovering job %s: %s", job.job_id, line),
             cgroup=cgroup,
+            namespace=namespace,
             layers=layers,
             limits=limits,
         )
-        job.report = await killer.teardown()
+        try:
+            job.report = await killer.teardown()
+        finally:
+            if namespace is not None:
+                namespace.close()
         if job.report.clean and cgroup is not None and (error := cgroup.remove()):
             job.notes.append(error)
 

@@ -34,9 +34,11 @@ from hivewire.tokenfile import (
 from .api import create_app
 from .api.auth import Access
 from .catalog import Catalog, bundled_catalog
+from .cgroups import DEFAULT_MAX_PIDS
 from .containment import Containment, open_containment
 from .install import Installer
 from .jobs import JobEngine
+from .jobsandbox import DEFAULT_BUILD_USER, BuildUser, BuildUserError
 from .remote import open_catalog
 from .retention import Retention
 from .services import Services
@@ -87,6 +89,10 @@ class HiveConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     retention: Retention = field(default_factory=Retention)
+    #: Who runs recipe code when the hive is root; limits per job.
+    build_user: str = DEFAULT_BUILD_USER
+    max_pids: int | None = DEFAULT_MAX_PIDS
+    max_memory: int | None = None
 
     def bind_host(self) -> str:
         return self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
@@ -142,8 +148,18 @@ async def serve(
                 "" if config.certfile else ", and without --certfile it travels in clear text",
             )
         access = config.access(token)
+        try:
+            build_user = BuildUser.lookup(config.build_user) if os.geteuid() == 0 else None
+        except BuildUserError as exc:
+            raise HiveConfigError(str(exc)) from None
         catalog = await open_catalog(config.catalog, config.state_dir)
-        async with open_containment(config.state_dir, grace=config.grace) as containment:
+        async with open_containment(
+            config.state_dir,
+            grace=config.grace,
+            build_user=build_user,
+            max_pids=config.max_pids,
+            max_memory=config.max_memory,
+        ) as containment:
             await _serve(config, containment, access, catalog, task_status=task_status)
     log.info("stopped")
 
@@ -195,7 +211,7 @@ async def _serve(
         containment=containment,
         retention=config.retention,
     )
-    installer = Installer(catalog, config.state_dir, engine)
+    installer = Installer(catalog, config.state_dir, engine, build_user=containment.sandbox.user)
     if removed := await trio.to_thread.run_sync(installer.recover):
         log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers

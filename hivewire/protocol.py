@@ -146,17 +146,32 @@ def decode_frame(frame: bytes | str) -> Frame:
     return ControlEvent(seq, body)
 
 
+#: A JSON output message carries its chunk as ``data`` only if the message stays
+#: within this many bytes; escaping can make it six times the chunk (a NUL is
+#: ``\u0000``), base64 never more than 4/3.
+MAX_JSON_DATA_MESSAGE = 2 * MAX_FRAME_PAYLOAD
+
+
 def output_event_json(stream: Stream, seq: int, data: bytes) -> str:
     """An output chunk as a JSON text frame, for clients without binary frames.
 
-    Text that is valid UTF-8 travels as ``data``; anything else as ``data_b64``,
-    so that no byte is ever altered.
+    Text that is valid UTF-8 travels as ``data``, unless escaping would make
+    the message larger than :data:`MAX_JSON_DATA_MESSAGE`; anything else as
+    ``data_b64``. So no byte is ever altered, and a chunk of the hive's
+    largest size (:data:`MAX_FRAME_PAYLOAD`) makes a message of at most about
+    342 KiB.
     """
     body: dict[str, Any] = {"seq": seq, "type": "output", "stream": stream.label}
     try:
         body["data"] = data.decode("utf-8")
     except UnicodeDecodeError:
-        body["data_b64"] = base64.b64encode(data).decode("ascii")
+        pass
+    else:
+        message = json.dumps(body, separators=(",", ":"))
+        if len(message) <= MAX_JSON_DATA_MESSAGE:  # escapes are ASCII: chars = bytes
+            return message
+        del body["data"]
+    body["data_b64"] = base64.b64encode(data).decode("ascii")
     return json.dumps(body, separators=(",", ":"))
 
 

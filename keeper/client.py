@@ -24,14 +24,17 @@ from trio_websocket import (
 )
 
 from hivewire.protocol import Frame, ProtocolError, decode_frame
+from hivewire.stream import CloseKind, StreamClosed, classify_close
 
 from . import api
 from .auth import Credentials
 from .errors import (
+    BeyondEnd,
     HiveError,
     HiveUnreachable,
     NotFound,
     Refused,
+    StreamComplete,
     StreamInterrupted,
     reason,
 )
@@ -189,17 +192,28 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
         try:
             message = await ws.get_message()
         except ConnectionClosed as exc:
-            reason = exc.reason
-            code = getattr(reason, "code", None)
-            text = getattr(reason, "reason", None) or ""
-            if code is not None and 4400 <= code < 4500:
-                error = NotFound if code == 4404 else Refused
-                raise error(text or f"the hive closed the stream ({code})") from None
-            raise StreamInterrupted(
-                f"stream closed before the job ended ({code}{': ' + text if text else ''})"
-            ) from None
+            closed = classify_close(
+                getattr(exc.reason, "code", None), getattr(exc.reason, "reason", None)
+            )
+            raise _close_error(closed) from None
         try:
             yield decode_frame(message)
         except ProtocolError as exc:
             raise HiveError(f"hive sent a bad frame: {exc}") from None
         await trio.lowlevel.checkpoint_if_cancelled()
+
+
+def _close_error(closed: StreamClosed) -> HiveError:
+    """The error a stream's close (before its ``end`` event) raises."""
+    text = closed.reason or closed.describe()
+    if closed.kind is CloseKind.DONE:
+        return StreamComplete(text)
+    if closed.kind is CloseKind.BEYOND_END:
+        assert closed.last_seq is not None
+        return BeyondEnd(text, last_seq=closed.last_seq)
+    if closed.kind is CloseKind.NOT_FOUND:
+        return NotFound(text)
+    if closed.kind in (CloseKind.LOG_GONE, CloseKind.REFUSED):
+        return Refused(text)
+    detail = f"{closed.code}{': ' + closed.reason if closed.reason else ''}"
+    return StreamInterrupted(f"stream closed before the job ended ({detail})")

@@ -65,6 +65,24 @@ class StreamInterrupted(HiveError):
     """The websocket closed before the job's ``end`` event."""
 
 
+class StreamComplete(HiveError):
+    """The hive closed the stream normally without an ``end`` event: there is
+    nothing after the ``since`` asked for, and the job has ended."""
+
+
+class BeyondEnd(Refused):
+    """The hive's log of the job ends before the ``since`` asked for."""
+
+    def __init__(self, message: str, *, last_seq: int) -> None:
+        super().__init__(message, status=400)
+        self.last_seq = last_seq
+
+
+class OutputLost(HiveError):
+    """The hive no longer has output this keeper printed: it says so and exits
+    non-zero rather than leave printed bytes unexplained."""
+
+
 def innermost(exc: BaseException) -> BaseException:
     """trio wraps errors in exception groups; the keeper reports the one inside."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

@@ -18,7 +18,15 @@ from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor, St
 
 from .client import HiveClient
 from .console import JobView
-from .errors import ExitCode, HiveError, Refused, StreamInterrupted
+from .errors import (
+    BeyondEnd,
+    ExitCode,
+    HiveError,
+    OutputLost,
+    Refused,
+    StreamComplete,
+    StreamInterrupted,
+)
 from .reports import exit_code_for, left_warning, summary
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
@@ -67,6 +75,8 @@ class Follower:
         self.job_id = job_id
         self.console = console
         self.cursor = ResumeCursor(since)
+        #: The last seq this keeper showed (printed); 0 before it showed any.
+        self._shown = 0
         self.grace = grace
         self.reconnect_for = reconnect_for
         self.summarise = summarise
@@ -139,8 +149,21 @@ class Follower:
                         self._start = None
                         if self.cursor.accept(event):
                             self._show(event)
+                            self._shown = self.cursor.since
                         if self._end is not None:
                             return
+            except StreamComplete:
+                # Nothing after our cursor and the job has ended: its end event
+                # is behind us (we resumed after it). The job's record says how it ended.
+                self._end = _end_from_job(await self.client.job(self.job_id))
+            except BeyondEnd as exc:
+                if self._shown > exc.last_seq:
+                    raise OutputLost(
+                        f"the hive lost output it had shown: this keeper printed job "
+                        f"{self.job_id} up to seq {self._shown}, but the hive's log of "
+                        f"it now ends at seq {exc.last_seq} (was the hive's machine reset?)"
+                    ) from None
+                raise
             except StreamInterrupted as exc:
                 now = trio.current_time()
                 lost_at = lost_at if lost_at is not None else now
@@ -206,3 +229,9 @@ class Follower:
         self.console.summary(text, ok=end.get("state") == "succeeded")
         if warning := left_warning(end):
             self.console.status(warning, tone="bad")
+
+
+def _end_from_job(job: dict[str, Any]) -> dict[str, Any]:
+    """An ``end`` event's fields, from the job's record (they are the same)."""
+    fields = ("state", "exit_code", "error", "teardown", "started_at", "ended_at")
+    return {"type": "end", **{name: job.get(name) for name in fields}}

@@ -17,11 +17,27 @@ from .errors import ExitCode
 def describe_teardown(teardown: dict[str, Any] | None) -> str:
     if not teardown:
         return "no process was started"
-    return (
+    text = (
         f"{teardown['found']} process(es) found, {teardown['sigterm']} sent SIGTERM, "
-        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left, "
+        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left"
+        f"{'' if teardown.get('verified', True) else ' (unverified)'}, "
         f"{teardown['seconds'] * 1000:.0f} ms"
     )
+    usage = describe_usage(teardown)
+    return f"{text}; used {usage}" if usage else text
+
+
+def describe_usage(teardown: dict[str, Any] | None) -> str:
+    """The job's CPU time, peak memory and peak task count, as far as known."""
+    usage = (teardown or {}).get("usage") or {}
+    parts = []
+    if isinstance(memory := usage.get("memory_peak"), int):
+        parts.append(f"peak memory {memory / 2**20:.1f} MiB")
+    if isinstance(cpu := usage.get("cpu_seconds"), int | float):
+        parts.append(f"CPU {cpu:.2f} s")
+    if isinstance(tasks := usage.get("tasks_peak"), int):
+        parts.append(f"at most {tasks} tasks")
+    return ", ".join(parts)
 
 
 def exit_code_for(end: dict[str, Any], *, interrupted: bool = False) -> int:
@@ -52,6 +68,8 @@ def summary(job_id: str, end: dict[str, Any], *, interrupted: bool) -> str:
     teardown = end.get("teardown") or {}
     if state == "cancelled" or teardown.get("sigterm") or teardown.get("sigkill"):
         parts.append(f"teardown: {describe_teardown(end.get('teardown'))}")
+    elif usage := describe_usage(teardown):
+        parts.append(f"used {usage}")
     prefix = "cancelled: " if state == "cancelled" and interrupted else ""
     return prefix + "; ".join(parts)
 

@@ -1,11 +1,46 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from .support import Hive, make_upstream_repo, running_hive, serve_directory
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run as root, a hive builds as ``nobody``, which must read what a test puts
+    in ``tmp_path`` for a build (``file://`` sources, a git upstream). pytest's
+    own ``/tmp/pytest-of-root`` is 0700 (and made so again by every session):
+    the tests of this session get a base of their own that others may pass
+    through (see :func:`build_user_can_read_tmp_path`)."""
+    if os.geteuid() == 0 and config.option.basetemp is None:
+        parent = Path(tempfile.mkdtemp(prefix="hive-tests-"))
+        parent.chmod(0o711)
+        config.option.basetemp = str(parent / "base")
+        config.stash[_SHARED_BASE] = parent
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (parent := config.stash.get(_SHARED_BASE, None)) is not None:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+_SHARED_BASE = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def build_user_can_read_tmp_path(tmp_path: Path) -> None:
+    """Others may pass through the directories above ``tmp_path`` (not list
+    them) and read ``tmp_path`` itself; a hive's state dir in it is still 0700."""
+    if os.geteuid() != 0:
+        return
+    tmp_path.parent.parent.chmod(0o711)
+    tmp_path.parent.chmod(0o711)
+    tmp_path.chmod(0o755)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import trio
 from trio_websocket import open_websocket_url
 
+from hive.install import build_root
 from hivewire.protocol import ControlEvent, OutputChunk, ResumeCursor, Stream, decode_frame
 
 from .support import Hive, job_processes, keeper, keeper_process, running_hive
@@ -83,7 +84,9 @@ async def test_success_exits_zero_and_installs(hive: Hive) -> None:
     assert b"out line 2000" in result.stdout
     assert "succeeded" in result.stderr
     assert (hive.state_dir / "workers" / "chatty" / "1-1" / ".hive-manifest.json").is_file()
-    assert not list((hive.state_dir / "builds").iterdir()), "build dir left behind"
+    roots = [build_root(hive.state_dir, shared=shared) for shared in (False, True)]
+    left = [path for root in roots if root.is_dir() for path in root.iterdir()]
+    assert not left, "build dir left behind"
 
 
 async def test_failure_passes_the_exit_code_and_separates_streams(hive: Hive) -> None:

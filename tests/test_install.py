@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from hive.install import build_root
+from hive.jobsandbox import DEFAULT_BUILD_USER, BuildUser, which_for
 from hivewire.protocol import ControlEvent, OutputChunk, Stream, decode_frame
 
 from .support import (
@@ -108,8 +109,10 @@ def installed_versions(hive: Hive, worker: str) -> list[str]:
 
 
 def builds_left(hive: Hive) -> list[str]:
-    builds = hive.state_dir / "builds"
-    return os.listdir(builds) if builds.is_dir() else []
+    """Build dirs left, wherever builds happen (a root hive's build user's are
+    outside the state dir)."""
+    roots = [build_root(hive.state_dir, shared=shared) for shared in (False, True)]
+    return [name for root in roots if root.is_dir() for name in os.listdir(root)]
 
 
 # --------------------------------------------------------------------- catalog
@@ -442,7 +445,11 @@ def compiling(job_id: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
+@pytest.mark.skipif(
+    which_for(BuildUser.lookup(DEFAULT_BUILD_USER) if os.geteuid() == 0 else None)("cargo") is None,
+    reason="cargo is not installed where the build user can run it (a root hive builds as "
+    "nobody, who cannot reach a toolchain in /root)",
+)
 async def test_cargo_build_cancelled_mid_compile_leaves_no_compiler(tmp_path: Path) -> None:
     async with running_hive(tmp_path / "state", catalog=BUNDLED) as hive, hive.client() as client:
         response = await submit(client, "rustworker")

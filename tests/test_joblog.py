@@ -132,7 +132,9 @@ async def test_big_chunks_are_split_and_output_streams_in_pieces(tmp_path: Path)
     job_log = JobLog(tmp_path / "a.log")
     data = os.urandom(MAX_RECORD * 3 + 5)
     async with job_log.writing():
-        job_log.append_output(Stream.STDOUT, data)
+        assert job_log.append_output(Stream.STDOUT, data) == 4
+        assert job_log.last_seq == 0  # not shown before it is in the file
+        await job_log.flush()
         assert job_log.last_seq == 4
         pieces = [chunk async for chunk in job_log.output(Stream.STDOUT)]
     assert b"".join(pieces) == data

@@ -63,6 +63,13 @@ def test_a_zombie_leader_is_dead_by_its_own_stat(state: str, dead: bool) -> None
     assert ProcStat(1, 0, 1, 1, state, 0).dead is dead
 
 
+def test_a_zombie_leader_with_live_threads_is_alive() -> None:
+    """pthread_exit() in main: the leader shows Z, the kernel still counts it
+    among the threads until the last one exits."""
+    assert not ProcStat(1, 0, 1, 1, "Z", 0, threads=2).dead
+    assert ProcStat(1, 0, 1, 1, "Z", 0, threads=1).dead
+
+
 def test_parse_children() -> None:
     assert parse_children(b"12 345 6 ") == [12, 345, 6]
     assert parse_children(b"") == []

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import trio
 from quart import Blueprint, Response, jsonify, request, websocket
 
 from hivewire.names import InvalidWorkerName
-from hivewire.protocol import (
-    ControlEvent,
-    Stream,
-    coalesce,
-    encode_control,
-    encode_output,
-    encode_start,
-    output_event_json,
+from hivewire.protocol import Stream
+from hivewire.stream import (
+    CLOSE_BASE,
+    LOG_GONE,
+    Close,
+    StreamRefused,
+    StreamSender,
+    close_reason,
+    parse_query,
 )
 
 from ..catalog import UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
-from ..joblog import LogEntry, LogUnavailable, OutputEntry
+from ..joblog import LogUnavailable
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from .context import services
 from .errors import ApiError, fail, log_refusal, one_line
@@ -33,12 +32,6 @@ blueprint = Blueprint("jobs", __name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{12}\Z")  # \Z: "$" would accept a final "\n"
 SUBMIT_FIELDS = frozenset({"operation", "worker", "force", "skip_check"})
-
-#: Websocket close codes for a refused stream: 4000 + the HTTP status.
-CLOSE_BASE = 4000
-
-#: The job's log cannot be read to its end (removed by retention, damaged).
-CLOSE_LOG_GONE = 4410
 
 #: After the ``end`` event, how long the client gets to close the websocket.
 CLIENT_CLOSE_WAIT = 5.0
@@ -133,122 +126,54 @@ async def job_log(job_id: str) -> Response:
 @accepts("since", "format", "tail_lines")
 async def stream(job_id: str) -> None:
     """Query: ``since=SEQ`` (default 0) or ``since=latest``, or ``tail_lines=N``;
-    ``format=binary|json``. See :mod:`hivewire.protocol`."""
+    ``format=binary|json``. The rules are :class:`hivewire.stream.StreamSender`'s;
+    this shell reads the job's log and moves its messages."""
     await websocket.accept()
     try:
-        fmt = websocket.args.get("format", "binary")
-        if fmt not in ("binary", "json"):
-            fail(400, "bad_request", "format must be binary or json")
-        start = _start_query()
-        job = find_job(job_id)
-        since, skip, announce = await _stream_start(job, start)
-    except ApiError as exc:
-        log_refusal(exc.status, exc.code, str(exc))
-        await websocket.close(CLOSE_BASE + exc.status, close_reason(str(exc)))
-        return
-    except LogUnavailable as exc:
-        await websocket.close(CLOSE_LOG_GONE, close_reason(str(exc)))
-        return
-    try:
-        if announce:
-            await websocket.send(encode_start(since))
         try:
-            ended = await _send_events(job, since, skip, json_output=fmt == "json")
+            query = parse_query(websocket.args)
+        except StreamRefused as exc:
+            log_refusal(exc.code - CLOSE_BASE, "bad_request", exc.reason)
+            raise
+        try:
+            job = find_job(job_id)
+        except ApiError as exc:
+            log_refusal(exc.status, exc.code, str(exc))
+            raise StreamRefused(CLOSE_BASE + exc.status, str(exc)) from None
+        sender = StreamSender(query)
+        try:
+            close = await _serve(job, sender)
         except LogUnavailable as exc:
-            await websocket.close(CLOSE_LOG_GONE, close_reason(str(exc)))
-            return
-        if not ended:
-            await websocket.close(CLOSE_LOG_GONE, "the job's log ends before its end event")
-            return
-        # Let the client close first: hypercorn answers a client's close frame
-        # from its reading task, and a close of ours sent at the same moment
-        # collides with it on the socket.
-        with trio.move_on_after(CLIENT_CLOSE_WAIT):
-            await websocket.receive()
-        await websocket.close(1000, "end of job")
+            close = Close(LOG_GONE, str(exc))
+        if close.client_first:
+            # Let the client close first: hypercorn answers a client's close frame
+            # from its reading task, and a close of ours sent at the same moment
+            # collides with it on the socket.
+            with trio.move_on_after(CLIENT_CLOSE_WAIT):
+                await websocket.receive()
+        await websocket.close(close.code, close_reason(close.reason))
+    except StreamRefused as exc:
+        await websocket.close(exc.code, close_reason(exc.reason))
     except FOLLOWER_GONE:
-        log.debug("follower of job %s went away", job.id)
+        log.debug("follower of job %s went away", job_id)
 
 
-def close_reason(text: str) -> str:
-    """A websocket close reason: one line of ASCII within the protocol's 123 bytes."""
-    return one_line(text.encode("ascii", "backslashreplace").decode("ascii"), 120)
-
-
-async def _send_events(job: Job, since: int, skip: int, *, json_output: bool) -> bool:
-    """Send the job's events after ``since`` (the first one without ``skip``
-    bytes) until the log is closed; return whether the last was ``end``."""
-    ended = False
+async def _serve(job: Job, sender: StreamSender) -> Close:
+    """Send the job's events to the follower until the log has no more."""
+    query, skip = sender.query, 0
+    if query.tail_lines is not None:
+        since, skip = await job.log.tail_start(query.tail_lines)
+    elif query.latest:
+        since = await job.log.latest()
+    else:
+        since = query.since
+    last_seq, ends = await job.log.shown()
+    first, close = sender.start(since=since, last_seq=last_seq, ends=ends, skip=skip)
+    for message in first:
+        await websocket.send(message)
+    if close is not None:
+        return close
     async for batch in job.log.follow(since):
-        if skip:
-            first = batch[0]
-            assert isinstance(first, OutputEntry)
-            batch[0] = OutputEntry(first.seq, first.stream, first.data[skip:])
-            skip = 0
-        for frame in _frames(batch, json_output=json_output):
-            await websocket.send(frame)
-        last = batch[-1]
-        ended = isinstance(last, ControlEvent) and last.type == "end"
-    return ended
-
-
-@dataclass(frozen=True)
-class StartQuery:
-    """Where the stream's query says to start: after ``since``, at the job's
-    latest event, or ``tail_lines`` lines before the end of its stdout."""
-
-    since: int = 0
-    latest: bool = False
-    tail_lines: int | None = None
-
-
-def _start_query() -> StartQuery:
-    """Parse ``since``/``tail_lines``; checked before the job is looked up, so
-    that a malformed query is a 400 whether or not the job exists."""
-    since = websocket.args.get("since")
-    tail_lines = websocket.args.get("tail_lines")
-    if tail_lines is not None:
-        if since is not None:
-            fail(400, "bad_request", "give since or tail_lines, not both")
-        return StartQuery(tail_lines=_int_arg(tail_lines, "tail_lines"))
-    if since == "latest":
-        return StartQuery(latest=True)
-    return StartQuery(since=0 if since is None else _int_arg(since, "since"))
-
-
-async def _stream_start(job: Job, start: StartQuery) -> tuple[int, int, bool]:
-    """``(since, skip, announce)``: follow after ``since``, drop ``skip`` bytes
-    of the first entry, and send a start frame first if the client could not
-    know ``since``."""
-    if start.tail_lines is not None:
-        since, skip = await job.log.tail_start(start.tail_lines)
-        return since, skip, True
-    if start.latest:
-        return await job.log.latest(), 0, True
-    return start.since, 0, False
-
-
-def _int_arg(value: str, name: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        extra = ' or "latest"' if name == "since" else ""
-        fail(400, "bad_request", f"{name} must be a non-negative integer{extra}")
-    return int(value)
-
-
-def _frames(batch: list[LogEntry], *, json_output: bool) -> Iterator[bytes | str]:
-    """Websocket messages for a batch of log entries, output coalesced."""
-    run: list[OutputEntry] = []
-    for entry in [*batch, None]:
-        if isinstance(entry, OutputEntry):
-            run.append(entry)
-            continue
-        if run:
-            if json_output:
-                for out in run:
-                    yield output_event_json(out.stream, out.seq, out.data)
-            else:
-                for chunk in coalesce((out.seq, out.stream, out.data) for out in run):
-                    yield encode_output(chunk.stream, chunk.first, chunk.last, chunk.data)
-            run = []
-        if entry is not None:
-            yield encode_control(entry.seq, entry.body)
+        for message in sender.messages(batch):
+            await websocket.send(message)
+    return sender.finish()

@@ -48,8 +48,20 @@ function since(iso) {
 
 export function describeTeardown(t) {
   if (!t) return "no process was started";
-  return `${t.found} process(es) found, ${t.sigterm} sent SIGTERM, ${t.sigkill} sent SIGKILL, ` +
-    `${t.left} left, ${(t.seconds * 1000).toFixed(0)} ms`;
+  const text = `${t.found} process(es) found, ${t.sigterm} sent SIGTERM, ${t.sigkill} sent SIGKILL, ` +
+    `${t.left} left${t.verified === false ? " (unverified)" : ""}, ${(t.seconds * 1000).toFixed(0)} ms`;
+  const usage = describeUsage(t);
+  return usage ? `${text}; used ${usage}` : text;
+}
+
+// The job's CPU time, peak memory and peak task count, from its cgroups.
+export function describeUsage(t) {
+  const u = (t && t.usage) || {};
+  const parts = [];
+  if (typeof u.memory_peak === "number") parts.push(`peak memory ${(u.memory_peak / 2 ** 20).toFixed(1)} MiB`);
+  if (typeof u.cpu_seconds === "number") parts.push(`CPU ${u.cpu_seconds.toFixed(2)} s`);
+  if (typeof u.tasks_peak === "number") parts.push(`at most ${u.tasks_peak} tasks`);
+  return parts.join(", ");
 }
 
 // ---- views ---------------------------------------------------------------

@@ -31,6 +31,9 @@ from ..teardown.tools import (
     Leftovers,
     Proc,
     all_stats,
+    get_job,
+    host_pid,
+    job_namespace,
     session_processes,
     submit,
     watching,
@@ -106,7 +109,10 @@ async def one_cycle(hive: Hive, rng: random.Random, tally: Tally, recipes: list[
         elif moment == "random":
             await trio.sleep(rng.uniform(0, 1.5))
         # Named while alive (pid + start time), so that a reused pid is not taken for one.
-        printed = (Proc.of(int(pid)) for pid in PID_LINE.findall(watch.stdout))
+        # Recipes print the pids they see, inside the job's PID namespace.
+        now = await get_job(hive, job_id)
+        namespace = job_namespace(now["pgid"], job_id) if now["pgid"] else None
+        printed = (Proc.of(host_pid(int(pid), namespace)) for pid in PID_LINE.findall(watch.stdout))
         escapees = [proc for proc in printed if proc is not None]
         started = time.monotonic()
         async with hive.client() as client:

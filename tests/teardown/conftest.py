@@ -1,5 +1,6 @@
 """Fixtures for the adversarial teardown tests: a hive on the teardown recipes,
-with and without cgroups, and a cleanup that kills whatever a test left."""
+with and without cgroups, with and without a PID namespace per job, and a
+cleanup that kills whatever a test left."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from .tools import RECIPES, Leftovers, hive_cgroup
 GRACE = 0.5
 
 NO_CGROUPS = {"HIVE_DISABLE_CGROUPS": "1"}
+NO_PIDNS = {"HIVE_DISABLE_PIDNS": "1"}
+
+#: The modes of the ``hive`` fixture: (cgroups, PID namespace).
+MODES = {
+    "cgroup": (True, False),
+    "no-cgroup": (False, False),
+    "pidns-cgroup": (True, True),
+    "pidns": (False, True),
+}
 
 
 @pytest.fixture
@@ -34,20 +44,22 @@ async def teardown_hive(
     leftovers: Leftovers,
     *,
     cgroups: bool | None,
+    pidns: bool | None = None,
     grace: float = GRACE,
     extra: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
     """A hive on the teardown recipes.
 
-    ``cgroups``: True to require them (skip where there are none), False to
-    forbid them, None for whatever this machine allows.
+    ``cgroups`` and ``pidns``: True to require the layer (skip where the
+    machine has none), False to forbid it, None for whatever this machine allows.
     """
+    env = {**(NO_CGROUPS if cgroups is False else {}), **(NO_PIDNS if pidns is False else {})}
     async with running_hive(
         state_dir,
         catalog=RECIPES,
         grace=grace,
         extra=extra,
-        env=NO_CGROUPS if cgroups is False else None,
+        env=env,
     ) as hive:
         if (cgroup := hive_cgroup(hive)) is not None:
             leftovers.cgroups.append(cgroup)
@@ -57,15 +69,21 @@ async def teardown_hive(
             pytest.skip("no writable cgroup v2 hierarchy on this machine")
         if cgroups is False:
             assert "cgroup" not in layers, layers
+        if pidns and "pid-namespace" not in layers:
+            pytest.skip("this machine lets the hive make no PID namespace")
+        if pidns is False:
+            assert "pid-namespace" not in layers, layers
         yield hive
 
 
-@pytest.fixture(params=["cgroup", "no-cgroup"])
+@pytest.fixture(params=list(MODES))
 async def hive(
     request: pytest.FixtureRequest, tmp_path: Path, leftovers: Leftovers
 ) -> AsyncIterator[Hive]:
-    """A hive in each mode: with a cgroup per job, and with the other layers only."""
+    """A hive in each mode: with or without a cgroup per job, with or without
+    a PID namespace per job (see :data:`MODES`)."""
+    cgroups, pidns = MODES[request.param]
     async with teardown_hive(
-        tmp_path / "state", leftovers, cgroups=request.param == "cgroup"
+        tmp_path / "state", leftovers, cgroups=cgroups, pidns=pidns
     ) as running:
         yield running

@@ -2,7 +2,8 @@
 leave nothing: no process with the job's HIVE_JOB_ID, none in its process group
 or session, none of the escapees it printed, no zombie of it.
 
-Every case runs twice: with a cgroup per job, and with the other layers only.
+Every case runs with and without a cgroup per job, and with and without a PID
+namespace per job (the layers that a case is there to test are named per mode).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ..support import Hive, job_processes
-from .conftest import GRACE
+from .conftest import GRACE, MODES
 from .tools import (
     Leftovers,
     cancel,
@@ -56,13 +57,13 @@ CASES = [
 ]
 
 
-#: Every case in both modes, but for the one that only a cgroup can catch: its
-#: no-cgroup run is the stated limit tested in test_limits.py.
+#: Every case in every mode, but for the one that only a cgroup or a namespace
+#: can catch: its run with neither is the stated limit tested in test_limits.py.
 MATRIX = [
     pytest.param(mode, case, id=f"{mode}-{case}")
-    for mode in ["cgroup", "no-cgroup"]
+    for mode in MODES
     for case in CASES
-    if mode == "cgroup" or "cgroup" not in case.only_by.values()
+    if mode != "no-cgroup" or "cgroup" not in case.only_by.values()
 ]
 
 
@@ -71,6 +72,7 @@ async def test_cancel_mid_run_leaves_nothing(
     request: pytest.FixtureRequest, hive: Hive, leftovers: Leftovers, case: Case
 ) -> None:
     mode = request.node.callspec.params["hive"]
+    cgroups, pidns = MODES[mode]
     job_id = leftovers.job(await submit(hive, case.recipe))
     cgroup = hive_cgroup(hive)
     async with watching(hive, job_id) as watch:
@@ -93,14 +95,21 @@ async def test_cancel_mid_run_leaves_nothing(
     assert watch.end is not None and watch.end["teardown"] == report
     assert report["left"] == 0 and report["left_pids"] == [] and report["errors"] == []
     assert report["found"] >= case.at_least
-    assert report["cgroup_empty"] is (True if mode == "cgroup" else None)
-    assert (mode == "cgroup") == ("cgroup" in report["layers"])
+    assert report["cgroup_empty"] is (True if cgroups else None)
+    assert cgroups == ("cgroup" in report["layers"])
+    # With a namespace, "nothing left" is the kernel's word: its init is gone.
+    assert report["namespace_empty"] is (True if pidns else None)
+    assert pidns == ("pid-namespace" in report["layers"])
+    assert report["verified"] is True
     if case.ignores_sigterm:
         assert report["sigkill"] >= 1 and report["seconds"] >= GRACE
         assert any(text.startswith("sent SIGKILL") for text in watch.messages())
     else:
-        # Everything honoured SIGTERM: no SIGKILL, no waiting out the grace.
+        # Everything honoured SIGTERM: no SIGKILL, no waiting out the grace; and
+        # every process found was signalled (by the group strike or by us).
         assert report["sigkill"] == 0 and not report["cgroup_kill"], report
+        assert not report["namespace_kill"], report
+        assert report["sigterm"] >= report["found"] - 1, report
     if layer := case.only_by.get(mode):
         assert report["by_layer"][layer]["only"] >= 1, report["by_layer"]
     # Released: no running record, no cgroup.

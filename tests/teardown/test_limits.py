@@ -28,13 +28,13 @@ FREEZER = Path("/sys/fs/cgroup/freezer")
 async def test_env_cleared_escapee_without_cgroups_is_a_stated_limit(
     tmp_path: Path, leftovers: Leftovers
 ) -> None:
-    async with teardown_hive(tmp_path / "state", leftovers, cgroups=False) as hive:
+    async with teardown_hive(tmp_path / "state", leftovers, cgroups=False, pidns=False) as hive:
         job_id = leftovers.job(await submit(hive, "envclear"))
         async with watching(hive, job_id) as watch:
             [escapee] = await watch.ready(b"envclear ready", 1)
             leftovers.add([escapee])
             status, job = await cancel(hive, job_id)
-            # Without a cgroup nothing can tell this process is the job's: the
+            # Without a cgroup or a namespace nothing can tell this process is the job's: the
             # limit is real (it survives; the cleanup kills it) ...
             assert escapee.alive()
     assert status == 200 and job["state"] == "cancelled"
@@ -43,6 +43,7 @@ async def test_env_cleared_escapee_without_cgroups_is_a_stated_limit(
     report = job["teardown"]
     assert "cgroup" not in report["layers"]
     assert any("env -i" in limit for limit in report["limits"]), report["limits"]
+    assert any("no PID namespace" in limit for limit in report["limits"]), report["limits"]
     assert report["cgroup_empty"] is None
 
 
@@ -75,7 +76,9 @@ async def frozen(proc: Proc) -> AsyncIterator[None]:
 async def test_a_process_that_cannot_be_killed_is_reported(
     tmp_path: Path, leftovers: Leftovers
 ) -> None:
-    async with teardown_hive(tmp_path / "state", leftovers, cgroups=None) as hive:
+    # Without a namespace: with one, its init (killed, waiting in the kernel for
+    # the frozen process) would be left too, which test_sealed.py covers.
+    async with teardown_hive(tmp_path / "state", leftovers, cgroups=None, pidns=False) as hive:
         job_id = leftovers.job(await submit(hive, "sleeper"))
         async with watching(hive, job_id) as watch:
             await watch.ready(b"sleeper ready", 0)

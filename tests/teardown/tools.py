@@ -45,7 +45,7 @@ class Proc:
 
     @classmethod
     def of(cls, pid: int) -> Proc | None:
-        fields = stat_fields(pid)
+        fields = stat_fields(pid) if pid > 0 else None
         return cls(pid, int(fields[19])) if fields else None
 
     def _state(self) -> str | None:
@@ -57,6 +57,43 @@ class Proc:
 
     def zombie(self) -> bool:
         return self._state() == "Z"
+
+
+def job_namespace(leader: int, job_id: str) -> int | None:
+    """The PID namespace of a job, if it is not ours: that of the leader's
+    children, or (once the leader is gone) of a process with the job's marker;
+    None if the job has none."""
+    ours = os.stat("/proc/self/ns/pid").st_ino
+    paths = [f"/proc/{leader}/ns/pid_for_children"]
+    paths += [f"/proc/{pid}/ns/pid" for pid in job_processes(job_id)]
+    for path in paths:
+        try:
+            theirs = os.stat(path).st_ino
+        except OSError:
+            continue
+        return None if theirs == ours else theirs
+    return None
+
+
+def host_pid(pid: int, namespace: int | None) -> int:
+    """The pid, as we see it, of the process that calls itself ``pid`` inside
+    ``namespace`` (a recipe prints the pids it sees); -1 if there is none."""
+    if namespace is None:
+        return pid
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/pid").st_ino != namespace:
+                continue
+            with open(f"/proc/{entry.name}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("NSpid:") and int(line.split()[-1]) == pid:
+                return int(entry.name)
+    return -1
 
 
 def all_stats() -> dict[int, list[str]]:
@@ -140,8 +177,10 @@ class Watch:
     end: dict[str, Any] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
     _stop: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _job: tuple[Hive, str] | None = None
 
     async def run(self, hive: Hive, job_id: str) -> None:
+        self._job = (hive, job_id)
         url = hive.ws_url(f"/v1/jobs/{job_id}/stream")
         with self._stop, contextlib.suppress(ConnectionClosed):
             async with open_websocket_url(url, extra_headers=hive.ws_headers()) as ws:
@@ -175,7 +214,11 @@ class Watch:
             lambda: marker in self.stdout and len(PID_LINE.findall(self.stdout)) >= pids,
             f"{marker!r} and {pids} pid line(s)",
         )
-        found = [Proc.of(int(pid)) for pid in PID_LINE.findall(self.stdout)]
+        namespace = None
+        if self._job is not None:
+            job = await get_job(*self._job)
+            namespace = job_namespace(job["pgid"], job["id"]) if job["pgid"] else None
+        found = [Proc.of(host_pid(int(pid), namespace)) for pid in PID_LINE.findall(self.stdout)]
         return [proc for proc in found if proc is not None]
 
     def cancel(self) -> None:
