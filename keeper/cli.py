@@ -111,7 +111,7 @@ def complete_hive_names(
     shell_complete=complete_hive_names,
     help=f"The hive to talk to: a name from {CONFIG_HINT} or a URL. Default: $HIVE_URL, "
     f"else the config's default, else {DEFAULT_URL}. Several, comma-separated, or 'all' "
-    "(download --follow, jobs, status, cancel): one job per hive, output lines prefixed "
+    "(download, jobs, status, logs, cancel): one job per hive, output lines prefixed "
     "[NAME].",
 )
 @click.option(
