@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from . import cancel, idle, latency, scale, startup, stream
+from . import cancel, events, fanout, idle, latency, scale, startup, stream
 from .harness import Context, Figure
 from .report import Run, write_results
 
@@ -27,6 +27,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "cancel": cancel.cancel,
     "scale": scale.scale,
     "idle": idle.idle,
+    "fanout": fanout.fanout,
+    "events": events.events,
     "startup": startup.startup,
 }
 

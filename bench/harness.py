@@ -344,6 +344,7 @@ async def running_hive(
     catalog: Path = RECIPES,
     grace: float = 5.0,
     max_parallel: int | None = None,
+    extra: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
     """``hive serve`` on a free port, from this checkout; stopped (SIGTERM) after."""
     argv = [
@@ -362,6 +363,7 @@ async def running_hive(
     ]
     if max_parallel is not None:
         argv += ["--max-parallel", str(max_parallel)]
+    argv += extra
     started = time.perf_counter()
     process = await trio.lowlevel.open_process(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT

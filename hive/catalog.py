@@ -128,6 +128,19 @@ def _recipe_files(directory: Path) -> list[str]:
 _FileKey = tuple[int, int, int]
 
 
+def _fingerprint(root: Path) -> frozenset[tuple[str, _FileKey]]:
+    """Every file of the catalog directory with its identity: what a refresh
+    compares to tell whether the catalog changed."""
+    found = set()
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = Path(directory) / name
+            key = _file_key(path)
+            if key is not None:
+                found.add((str(path.relative_to(root)), key))
+    return frozenset(found)
+
+
 def _file_key(path: Path) -> _FileKey | None:
     try:
         stat = path.stat()
@@ -150,6 +163,7 @@ class Catalog:
         self.location = location or str(root)
         self._cache: dict[Path, tuple[_FileKey, CatalogEntry]] = {}
         self._readers = trio.CapacityLimiter(READ_PARALLEL)
+        self._fingerprint = _fingerprint(root)
 
     def names(self) -> list[str]:
         """Worker names, sorted; folders without a PKGBUILD are not workers."""
@@ -216,7 +230,9 @@ class Catalog:
     async def refresh(self) -> dict[str, Any]:
         """Re-read everything on the next listing. A remote catalog also re-fetches."""
         self._cache.clear()
-        return {**self.describe(), "workers": len(self.names()), "changed": False}
+        fingerprint = await trio.to_thread.run_sync(_fingerprint, self.root)
+        changed, self._fingerprint = fingerprint != self._fingerprint, fingerprint
+        return {**self.describe(), "workers": len(self.names()), "changed": changed}
 
     def forget(self) -> None:
         """Drop cached metadata: the directory was replaced."""

@@ -24,6 +24,7 @@ from .retention import (
     parse_size,
 )
 from .server import DEFAULT_BIND, HiveConfig, HiveConfigError, run
+from .statedir import StateDirError
 
 
 def catalog_location(ctx: click.Context, param: click.Parameter, value: object) -> Path | str:
@@ -135,6 +136,13 @@ def main() -> None:
     help="Jobs that run at once; more wait as 'queued'.  [default: number of cores]",
 )
 @click.option(
+    "--max-websockets",
+    type=click.IntRange(1),
+    default=None,
+    help="Websockets (followers, web pages) open at once; more are refused with 503 "
+    "and Retry-After.  [default: half the file descriptors left after 256 for jobs]",
+)
+@click.option(
     "--keep-jobs",
     type=click.IntRange(0),
     default=DEFAULT_KEEP_JOBS,
@@ -190,6 +198,7 @@ def serve(
     catalog: Path | str,
     grace: float,
     max_parallel: int | None,
+    max_websockets: int | None,
     keep_jobs: int,
     keep_days: float,
     keep_bytes: int,
@@ -224,6 +233,7 @@ def serve(
         certfile=certfile,
         keyfile=keyfile,
         retention=Retention(keep_jobs, keep_days, keep_bytes),
+        max_websockets=max_websockets,
         build_user=build_user,
         max_pids=max_pids,
         max_memory=max_memory,
@@ -232,6 +242,8 @@ def serve(
         run(config)
     except HiveConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    except StateDirError as exc:
+        raise click.ClickException(str(exc)) from None
     except CatalogUnavailable as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -120,6 +120,9 @@ class Job:
     ended: trio.Event = field(default_factory=trio.Event)
     #: Called after every state change (the engine uses it to wake watchers).
     on_change: Callable[[Job], None] = field(default=lambda _job: None, repr=False)
+    #: The engine's change counter at this job's last state change: a watcher
+    #: that has seen revision R needs the jobs whose revision is above R.
+    revision: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -235,6 +238,8 @@ class JobEngine:
         self._stopping = False
         self._store: JobStore | None = None
         self._retention_due = trio.Event()
+        #: Counts job state changes (see :attr:`Job.revision`).
+        self.revision = 0
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobEngine]:
@@ -281,6 +286,8 @@ class JobEngine:
 
     def _job_changed(self, job: Job) -> None:
         assert self._store is not None
+        self.revision += 1
+        job.revision = self.revision
         self._store.put(job.to_record())  # queued: written soon, off the event loop
         self._wake_watchers()
 

@@ -299,7 +299,7 @@ def find_tail_start(path: Path, index: SparseIndex, end: int, lines: int) -> tup
 
 def open_for_append(path: Path) -> int:
     """Open (creating) a log for appending; write the magic if the file is new."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         if os.fstat(fd).st_size == 0:
             write_all(fd, [MAGIC])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import trio
+
 from .install import Installer
 from .jobs import JobEngine
 from .recovery import RecoveredJob
@@ -21,3 +23,6 @@ class Services:
     layers: list[str] = field(default_factory=list)
     #: Jobs a previous hive on this state dir left running; torn down at start-up.
     recovered: list[RecoveredJob] = field(default_factory=list)
+    #: Set when the hive starts to shut down: followers stop waiting for
+    #: their clients to close first.
+    stopping: trio.Event = field(default_factory=trio.Event)

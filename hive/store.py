@@ -19,6 +19,7 @@ import enum
 import json
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -132,6 +133,8 @@ def _from_row(row: tuple[Any, ...]) -> JobRecord:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    # Created 0600 here: SQLite gives its -wal and -shm files the database's mode.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

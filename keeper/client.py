@@ -36,6 +36,7 @@ from .errors import (
     Refused,
     StreamComplete,
     StreamInterrupted,
+    Unauthorized,
     reason,
 )
 
@@ -203,9 +204,15 @@ async def _events(ws: WebSocketConnection) -> AsyncIterator[Frame]:
         await trio.lowlevel.checkpoint_if_cancelled()
 
 
+#: A websocket refused for its token (4000 + 401), like an HTTP 401.
+CLOSE_UNAUTHORIZED = 4401
+
+
 def _close_error(closed: StreamClosed) -> HiveError:
     """The error a stream's close (before its ``end`` event) raises."""
     text = closed.reason or closed.describe()
+    if closed.code == CLOSE_UNAUTHORIZED:
+        return Unauthorized(text, status=401)
     if closed.kind is CloseKind.DONE:
         return StreamComplete(text)
     if closed.kind is CloseKind.BEYOND_END:

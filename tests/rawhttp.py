@@ -17,14 +17,28 @@ PROBE_TIMEOUT = 15.0
 WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
+#: How long a probe waits for the first websocket frame after a 101.
+FIRST_FRAME_TIMEOUT = 10.0
+
+
 @dataclass
 class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    #: After a 101, the close frame the hive sent at once, as (code, reason):
+    #: how it refuses a websocket (4000 + the HTTP status). None if it sent a
+    #: message first, or nothing within FIRST_FRAME_TIMEOUT.
+    close: tuple[int, str] | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def refused(self) -> int | None:
+        """The HTTP status of a refusal, whether an HTTP answer or a close code."""
+        if self.close is not None and self.close[0] >= 4000:
+            return self.close[0] - 4000
+        return self.status if self.status >= 400 else None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -76,7 +90,12 @@ async def probe(
         stream = await connect(url, ssl_context)
         async with stream:
             await stream.send_all(request)
-            return await read_answer(stream)
+            reader = AnswerReader(stream)
+            answer = await reader.next()
+            if answer.status == 101:
+                with trio.move_on_after(FIRST_FRAME_TIMEOUT):
+                    answer.close = await reader.close_frame()
+            return answer
 
 
 async def read_answer(stream: trio.abc.ReceiveStream) -> Answer:
@@ -92,6 +111,21 @@ class AnswerReader:
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
         self.buffer = b""
+
+    async def close_frame(self) -> tuple[int, str] | None:
+        """The first websocket frame, if it is a close: its (code, reason)."""
+        while True:
+            frame = _parse_frame(self.buffer)
+            if frame is not None:
+                opcode, payload = frame
+                if opcode != 0x8:
+                    return None
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                return code, payload[2:].decode("utf-8", "replace")
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
 
     async def next(self) -> Answer:
         """The head, then Content-Length bytes (or up to EOF)."""
@@ -126,3 +160,22 @@ class AnswerReader:
         cut = len(self.buffer) if length < 0 else length
         body, self.buffer = self.buffer[:cut], self.buffer[cut:]
         return Answer(status, headers, body)
+
+
+def _parse_frame(data: bytes) -> tuple[int, bytes] | None:
+    """(opcode, payload) of the unmasked websocket frame at the start of ``data``,
+    or None if it is not complete yet."""
+    if len(data) < 2:
+        return None
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        if len(data) < 4:
+            return None
+        length, offset = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        if len(data) < 10:
+            return None
+        length, offset = int.from_bytes(data[2:10], "big"), 10
+    if len(data) < offset + length:
+        return None
+    return data[0] & 0x0F, data[offset : offset + length]

@@ -142,8 +142,9 @@ async def running_hive(
 ) -> AsyncIterator[Hive]:
     """Start `hive serve` on a free port; stop it and check for leftovers after.
 
-    ``env`` is added to the hive's environment; ``wrapper`` is a command that
-    execs the hive (e.g. ``nsenter --net=...``: the pid stays the hive's)."""
+    ``env`` is added to the hive's environment; ``wrapper`` runs it and must exec
+    it, so the pid stays the hive's (e.g. ``prlimit --nofile=128``, or
+    ``nsenter --net=...`` for a network namespace); ``bind`` is its address."""
     argv = [
         *wrapper,
         sys.executable,

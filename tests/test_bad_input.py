@@ -140,6 +140,19 @@ def cases() -> list[Case]:
         Case(JOBS, "POST", JOBS, 404, "unknown_worker", worker("no-such-worker")),
         Case(JOBS, "POST", JOBS, 413, "request_entity_too_large", b" " * (MAX_BODY + 1)),
         Case(JOBS, "POST", JOBS + "?wait=true", 400, "bad_query", worker("chatty")),
+        # POST /v1/jobs: a body that does not say it is JSON
+        *[
+            Case(
+                JOBS,
+                "POST",
+                JOBS,
+                415,
+                "unsupported_media_type",
+                worker("chatty"),
+                {"Content-Type": kind},
+            )
+            for kind in ("text/plain", "application/x-www-form-urlencoded", "", "application/jsonx")
+        ],
         # POST /v1/jobs: the install flags are booleans
         *[
             Case(JOBS, "POST", JOBS, 400, "bad_request", submit({**install, flag: value}))
@@ -210,6 +223,28 @@ def cases() -> list[Case]:
         Case(REFRESH, "POST", REFRESH + "?force=1", 400, "bad_query"),
         Case(REFRESH, "POST", REFRESH, 413, "request_entity_too_large", b" " * (MAX_BODY + 1)),
         Case(REFRESH, "PUT", REFRESH, 405, "method_not_allowed"),
+        Case(REFRESH, "POST", REFRESH, 400, "bad_request", submit({"force": True})),
+        Case(REFRESH, "POST", REFRESH, 400, "bad_request", b"garbage"),
+        Case(
+            REFRESH,
+            "POST",
+            REFRESH,
+            415,
+            "unsupported_media_type",
+            b"{}",
+            {"Content-Type": "text/plain"},
+        ),
+        # a body where none is taken
+        Case(job_t, "DELETE", JOB, 400, "bad_request", submit({"wait": True})),
+        # a request head over 16 KiB (one read: past h11's own limit)
+        Case(
+            health,
+            "GET",
+            "/v1/health",
+            431,
+            "request_header_fields_too_large",
+            headers={"X-Big": "a" * 17000},
+        ),
         # GET /v1/workers
         Case(WORKERS, "GET", WORKERS + "?name=chatty", 400, "bad_query"),
         Case(WORKERS, "POST", WORKERS, 405, "method_not_allowed", worker("chatty")),
@@ -274,6 +309,14 @@ def test_the_table_covers_every_endpoint() -> None:
 
 
 def check_refusal(answer: Answer, case: Case) -> None:
+    if case.method == "WEBSOCKET":
+        # Refused after the handshake, where every client can see it; the
+        # error code is checked in the log (see below).
+        assert answer.status == 101 and answer.close is not None, (str(case), answer)
+        assert answer.close[0] == 4000 + case.status, (str(case), answer.close)
+        message = answer.close[1]
+        assert message and "\n" not in message and len(message.encode()) <= 123
+        return
     assert answer.status == case.status, (str(case), answer)
     body = answer.json()
     assert body["error"] == case.error, (str(case), body)
@@ -299,8 +342,9 @@ async def test_bad_requests_to_every_endpoint_get_one_logged_4xx(hive: Hive) -> 
     start = len(hive.log_lines)
     table = cases()
     for case in table:
+        json_body = {"Content-Type": "application/json"} if case.body else {}
         answer = await probe(
-            hive.url, case.method, case.target, {**auth, **case.headers}, case.body
+            hive.url, case.method, case.target, {**auth, **json_body, **case.headers}, case.body
         )
         check_refusal(answer, case)
         if case.status == 405:
@@ -445,7 +489,9 @@ async def test_followers_that_stop_reading_do_not_keep_the_hive_alive(tmp_path: 
     write for good; the hive still stops on SIGTERM, bounded, after its jobs."""
     async with running_hive(tmp_path / "state") as hive:
         async with hive.client() as client:
-            job = (await client.post(JOBS, content=worker("flood"))).json()
+            job = (
+                await client.post(JOBS, json={"operation": "worker_download", "worker": "flood"})
+            ).json()
         streams = [(await raw_websocket(hive, f"/v1/jobs/{job['id']}/stream"))[0] for _ in range(2)]
         try:
             async with hive.client() as client:

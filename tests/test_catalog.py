@@ -4,14 +4,12 @@ install step's file moves (hive.install), without a running hive."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hive.catalog import Catalog, UnknownWorker, bundled_catalog
-from hive.install import _move_into_place
 from hive.remote import BadIndex, build_index, parse_index
 from hivewire.names import InvalidWorkerName
 
@@ -174,21 +172,3 @@ def test_build_index_round_trips(tmp_path: Path) -> None:
     assert files["sub/data"].url == "http://h/c/hello/sub/data"
     assert files["sub/data"].sha256 == sha256(b"data")
     assert files["run.sh"].executable and not files["PKGBUILD"].executable
-
-
-# --------------------------------------------------------------- install step
-
-
-def test_move_into_place_replaces_and_removes_older_versions(tmp_path: Path) -> None:
-    workers = tmp_path / "workers" / "demo"
-    for version in ("1-1", "2-1"):
-        (workers / version).mkdir(parents=True)
-        (workers / version / "old").write_text(version)
-    package = tmp_path / "build" / "pkg"
-    package.mkdir(parents=True)
-    (package / "new").write_text("2-1 rebuilt")
-    replaced = _move_into_place(package, workers / "2-1")
-    assert replaced == ["1-1"]
-    assert os.listdir(workers) == ["2-1"]  # no trash left behind
-    assert os.listdir(workers / "2-1") == ["new"]
-    assert not package.exists()

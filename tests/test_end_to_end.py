@@ -212,7 +212,9 @@ async def test_bad_input_gets_clear_errors(hive: Hive) -> None:
             (b'{"operation": "worker_download", "worker": "nope"}', 404),
         ]
         for body, status in cases:
-            response = await client.post("/v1/jobs", content=body)
+            response = await client.post(
+                "/v1/jobs", content=body, headers={"Content-Type": "application/json"}
+            )
             assert response.status_code == status, body
             assert set(response.json()) >= {"error", "message"}
         assert (await client.get("/v1/nothing")).status_code == 404

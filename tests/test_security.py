@@ -39,6 +39,9 @@ from .support import (
 )
 
 UNAUTHORIZED = {"error": "unauthorized", "message": "missing or invalid token"}
+JSON = {"Content-Type": "application/json"}
+FORBIDDEN_HOST = "this hive does not answer to that Host (see --allow-host)"
+FORBIDDEN_ORIGIN = "cross-origin requests are refused (see --allow-origin)"
 PROTECTED = [op for op in operations() if not op.public]
 
 
@@ -52,7 +55,10 @@ def body_for(op: Operation) -> bytes:
 async def call(
     hive: Hive, op: Operation, headers: dict[str, str] | None = None, **kwargs: object
 ) -> Answer:
-    return await probe(hive.url, op.method, op.path(), headers, body_for(op), **kwargs)  # type: ignore[arg-type]
+    body = body_for(op)
+    if body:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    return await probe(hive.url, op.method, op.path(), headers, body, **kwargs)  # type: ignore[arg-type]
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -140,12 +146,15 @@ async def test_every_endpoint_refuses_a_missing_or_wrong_token(hive: Hive) -> No
     for op in PROTECTED:
         for headers in attempts:
             answer = await call(hive, op, headers)
+            if op.websocket:  # refused after the handshake, where browsers see it
+                assert answer.close == (4401, UNAUTHORIZED["message"]), (op, headers, answer)
+                continue
             assert answer.status == 401, (op, headers, answer)
             assert answer.json() == UNAUTHORIZED
             assert answer.header("WWW-Authenticate") == "Bearer"
         # ...and the right token gets past the guard.
         answer = await call(hive, op, bearer(hive.token))
-        assert answer.status not in (401, 403), (op, answer)
+        assert answer.refused() not in (401, 403), (op, answer)
     refused = [line for line in hive.log_lines if "-> 401 unauthorized" in line]
     assert hive.token not in hive.log and wrong not in hive.log
     assert refused, "refusals are logged"
@@ -170,15 +179,20 @@ async def test_foreign_host_is_refused_everywhere(hive: Hive) -> None:
     for op in operations():
         for host in ("evil.example", f"evil.example:{port}", f"localhost.evil.example:{port}", ""):
             answer = await call(hive, op, bearer(hive.token), host=host)
+            if op.websocket:
+                assert answer.close is not None and answer.close[0] == 4403, (op, host, answer)
+                assert answer.close[1] == FORBIDDEN_HOST
+                continue
             assert answer.status == 403, (op, host, answer)
             assert answer.json()["error"] == "forbidden_host"
+            assert answer.json()["message"] == FORBIDDEN_HOST
         for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
             answer = await call(hive, op, bearer(hive.token), host=host)
-            assert answer.status != 403, (op, host, answer)
+            assert answer.refused() != 403, (op, host, answer)
 
 
 async def test_websocket_origin_must_be_the_hives_own(hive: Hive) -> None:
-    stream = next(op for op in operations() if op.websocket)
+    stream = next(op for op in operations() if op.template.endswith("/stream"))
     port = hive.url.rsplit(":", 1)[1]
     refused = [
         "http://evil.example",
@@ -189,25 +203,26 @@ async def test_websocket_origin_must_be_the_hives_own(hive: Hive) -> None:
     ]
     for origin in refused:
         answer = await call(hive, stream, {**bearer(hive.token), "Origin": origin})
-        assert answer.status == 403, (origin, answer)
-        assert answer.json()["error"] == "forbidden_origin"
+        assert answer.status == 101, (origin, answer)  # refused where a browser sees it:
+        assert answer.close == (4403, FORBIDDEN_ORIGIN), (origin, answer)
     for headers in ({}, {"Origin": hive.url}):
         answer = await call(hive, stream, {**bearer(hive.token), **headers})
         assert answer.status == 101, (headers, answer)
+        assert answer.refused() == 404, (headers, answer)  # the sample job does not exist
 
 
 async def test_allow_host_and_allow_origin(tmp_path: Path) -> None:
     extra = ["--allow-host", "hive.example", "--allow-origin", "https://ui.example:8443"]
     async with running_hive(tmp_path / "state", extra=extra) as hive:
         ops = operations()
-        stream = next(op for op in ops if op.websocket)
+        stream = next(op for op in ops if op.template.endswith("/stream"))
         health = next(op for op in ops if op.template == "/v1/health")
         assert (await call(hive, health, bearer(hive.token), host="hive.example")).status == 200
         assert (await call(hive, health, bearer(hive.token), host="other.example")).status == 403
         ok = {**bearer(hive.token), "Origin": "https://ui.example:8443"}
-        assert (await call(hive, stream, ok)).status == 101
+        assert (await call(hive, stream, ok)).refused() == 404  # past the checks: no such job
         other = {**bearer(hive.token), "Origin": "https://ui.example"}
-        assert (await call(hive, stream, other)).status == 403
+        assert (await call(hive, stream, other)).refused() == 403
 
 
 async def test_no_cors_headers(hive: Hive) -> None:
@@ -231,14 +246,14 @@ async def test_no_cors_headers(hive: Hive) -> None:
 
 async def test_browser_session_cookie(hive: Hive) -> None:
     ops = operations()
-    stream = next(op for op in ops if op.websocket)
+    stream = next(op for op in ops if op.template.endswith("/stream"))
     jobs = next(op for op in ops if op.template == "/v1/jobs" and op.method == "GET")
 
-    wrong = await probe(hive.url, "POST", "/v1/session", body=b'{"token": "nope"}')
+    wrong = await probe(hive.url, "POST", "/v1/session", JSON, b'{"token": "nope"}')
     assert wrong.status == 401 and wrong.header("set-cookie") is None
 
     login = await probe(
-        hive.url, "POST", "/v1/session", body=json.dumps({"token": hive.token}).encode()
+        hive.url, "POST", "/v1/session", JSON, json.dumps({"token": hive.token}).encode()
     )
     assert login.status == 200, login
     cookie_header = login.header("set-cookie") or ""
@@ -249,18 +264,18 @@ async def test_browser_session_cookie(hive: Hive) -> None:
     cookie = cookie_header.split(";")[0]
 
     assert (await call(hive, jobs, {"Cookie": cookie})).status == 200
-    assert (await call(hive, stream, {"Cookie": cookie})).status == 101
+    assert (await call(hive, stream, {"Cookie": cookie})).refused() == 404  # no such job
     same_origin = {"Cookie": cookie, "Origin": hive.url}
-    assert (await call(hive, stream, same_origin)).status == 101
+    assert (await call(hive, stream, same_origin)).refused() == 404
     # A page of another origin never gets to use the cookie, whatever the browser does.
     for op in (jobs, stream):
         cross = {"Cookie": cookie, "Origin": "http://evil.example"}
-        assert (await call(hive, op, cross)).status == 403
+        assert (await call(hive, op, cross)).refused() == 403
     cross_login = await probe(
         hive.url,
         "POST",
         "/v1/session",
-        {"Origin": "http://evil.example"},
+        {"Origin": "http://evil.example", **JSON},
         json.dumps({"token": hive.token}).encode(),
     )
     assert cross_login.status == 403
@@ -352,7 +367,8 @@ async def test_tls_hive_and_keeper(tmp_path: Path, tls_files: tuple[Path, Path])
             hive.url,
             "POST",
             "/v1/session",
-            body=json.dumps({"token": hive.token}).encode(),
+            JSON,
+            json.dumps({"token": hive.token}).encode(),
             ssl_context=hive.ssl_context(),
         )
         assert "Secure" in (login.header("set-cookie") or "")

@@ -20,10 +20,20 @@ from werkzeug.exceptions import HTTPException
 from ..services import Services
 from . import auth
 from .catalog import blueprint as catalog_blueprint
-from .context import EXTENSION
-from .errors import ApiError, error_response, one_line, refusal
-from .inputs import check_query, read_body
+from .context import EXTENSION, PACE
+from .errors import (
+    CLOSE_INTERNAL_ERROR,
+    ApiError,
+    close_websocket,
+    error_response,
+    one_line,
+    refusal,
+    refuse_websocket,
+)
+from .inputs import check_body, check_head, check_query, read_body
 from .jobs import blueprint as jobs_blueprint
+from .limits import WebsocketLimit
+from .pace import Pace
 from .system import blueprint as system_blueprint
 from .web import blueprint as web_blueprint
 from .workers import blueprint as workers_blueprint
@@ -54,6 +64,10 @@ def shield_send(asgi_app: ASGIApp) -> ASGIApp:
     """
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # websockets: a send per message, nothing to protect
+            await asgi_app(scope, receive, send)
+            return
+
         async def send_shielded(message: Any) -> None:
             with trio.CancelScope(shield=True):
                 await send(message)
@@ -63,18 +77,32 @@ def shield_send(asgi_app: ASGIApp) -> ASGIApp:
     return app
 
 
-def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
+def create_app(
+    services: Services,
+    *,
+    access: auth.Access,
+    max_websockets: int | None = None,
+    pace: Pace | None = None,
+) -> QuartTrio:
+    """The app; ``max_websockets`` caps the websockets open at once (none: no
+    cap); ``pace`` spaces followers' messages once its ``run`` runs."""
     app = QuartTrio("hive")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
     app.extensions[EXTENSION] = services
+    app.extensions[PACE] = pace or Pace()
     app.asgi_app = shield_send(app.asgi_app)  # type: ignore[method-assign]
+    if max_websockets is not None:
+        app.asgi_app = WebsocketLimit(max_websockets).wrap(app.asgi_app)  # type: ignore[method-assign]
 
+    app.before_request(check_head)
+    app.before_websocket(check_head)
     app.before_request(read_body)
     auth.install(app, access)
     app.before_request(check_query)
     app.before_websocket(check_query)
+    app.before_request(check_body)
     app.register_blueprint(system_blueprint)
     app.register_blueprint(jobs_blueprint)
     app.register_blueprint(catalog_blueprint)
@@ -83,6 +111,9 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
+        if has_websocket_context():
+            await refuse_websocket(exc.status, exc.code, str(exc))
+            return Response("", 204)  # nothing is sent: the websocket is closed
         return refusal(exc.status, exc.code, str(exc), **exc.extra)
 
     @app.errorhandler(HTTPException)
@@ -92,6 +123,9 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
         if exc.code == 404:
             current = websocket if has_websocket_context() else request
             message = f"no such endpoint: {current.path}"
+        if has_websocket_context():
+            await refuse_websocket(exc.code or 500, code, message)
+            return Response("", 204)
         response = refusal(exc.code or 500, code, message)
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
@@ -104,6 +138,9 @@ def create_app(services: Services, *, access: auth.Access) -> QuartTrio:
     async def internal_error(exc: Exception) -> Response:
         current = websocket if has_websocket_context() else request
         log.exception("internal error on %s", one_line(current.path, 200))
+        if has_websocket_context():
+            await close_websocket(CLOSE_INTERNAL_ERROR, "internal error; see the hive's log")
+            return Response("", 204)
         return error_response(500, "internal_error", "internal error; see the hive's log")
 
     return app

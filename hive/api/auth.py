@@ -37,7 +37,7 @@ from quart import websocket as ws_context
 from quart_trio import QuartTrio
 
 from .errors import fail
-from .inputs import accepts, json_object
+from .inputs import accepts, json_object, takes_body
 
 log = logging.getLogger("hive.api")
 
@@ -193,6 +193,7 @@ def _session_blueprint(access: Access) -> Blueprint:
     @blueprint.post("/v1/session")
     @public
     @accepts()
+    @takes_body
     async def login() -> Response:
         """Trade the token (JSON ``{"token": ...}`` or a Bearer header; if both,
         both must be right) for an HttpOnly cookie, so that a browser page never

@@ -7,9 +7,16 @@ from typing import cast
 from quart import current_app
 
 from ..services import Services
+from .pace import Pace
 
 EXTENSION = "hive"
+PACE = "hive.pace"
 
 
 def services() -> Services:
     return cast(Services, current_app.extensions[EXTENSION])
+
+
+def pace() -> Pace:
+    """The budget of messages to followers (see :mod:`hive.api.pace`)."""
+    return cast(Pace, current_app.extensions[PACE])

@@ -4,7 +4,10 @@ Each route declares the query parameters it takes; anything else is refused.
 A misspelt parameter (``?wiat=true``) silently ignored is a request that does
 something other than what its sender meant, so the API refuses it, in one
 hook, instead of every route checking its own arguments. Likewise a JSON body
-with a field the route does not know is refused, not ignored.
+with a field the route does not know is refused, not ignored, and so is a body
+sent to a route that takes none (but ``{}``), or a body that does not say it is
+JSON (``415``). Request heads are held to :data:`MAX_HEAD` here, exactly: the
+HTTP parser's own limit only applies to heads that arrive in several reads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from .errors import fail
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Largest request head (request line and headers) accepted.
+MAX_HEAD = 16 * 1024
+
+#: Per header line beyond its name and value: ": " and CRLF.
+HEADER_OVERHEAD = 4
+
 
 def accepts(*names: str) -> Callable[[F], F]:
     """Declare the query parameters a route takes (none unless declared)."""
@@ -28,6 +37,35 @@ def accepts(*names: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def takes_body(view: F) -> F:
+    """Mark a route that reads a JSON body (with :func:`json_object`)."""
+    view.hive_body = True  # type: ignore[attr-defined]
+    return view
+
+
+async def check_head() -> None:
+    """``before_request``/``before_websocket`` hook: a head over MAX_HEAD → 431."""
+    current = websocket if has_websocket_context() else request
+    size = len(current.method) + len(current.scope.get("raw_path", b"")) + 11
+    size += len(current.scope.get("query_string", b""))
+    size += sum(len(k) + len(v) + HEADER_OVERHEAD for k, v in current.scope.get("headers", ()))
+    if size > MAX_HEAD:
+        fail(
+            431,
+            "request_header_fields_too_large",
+            f"the request head is {size} bytes; the limit is {MAX_HEAD // 1024} KiB",
+        )
+
+
+async def check_body() -> None:
+    """``before_request`` hook: a route that takes no body accepts none but ``{}``."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or getattr(view, "hive_body", False):
+        return
+    if await request.get_data():
+        await json_object(frozenset())
 
 
 async def check_query() -> None:
@@ -65,6 +103,12 @@ async def json_object(fields: frozenset[str]) -> dict[str, Any]:
     one nested too deep for the parser, is the client's error, not a 500.
     """
     data = await request.get_data(as_text=False)
+    if not data:
+        fail(400, "bad_request", "the body must be a JSON object")
+    if request.mimetype != "application/json":
+        fail(
+            415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)"
+        )
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):

@@ -24,9 +24,9 @@ from ..catalog import UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
 from ..joblog import LogUnavailable
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
-from .context import services
-from .errors import ApiError, fail, log_refusal, one_line
-from .inputs import accepts, json_object
+from .context import pace, services
+from .errors import FOLLOWER_GONE, ApiError, fail, log_refusal, one_line
+from .inputs import accepts, json_object, takes_body
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -35,10 +35,6 @@ SUBMIT_FIELDS = frozenset({"operation", "worker", "force", "skip_check"})
 
 #: After the ``end`` event, how long the client gets to close the websocket.
 CLIENT_CLOSE_WAIT = 5.0
-
-#: What sending to a follower that went away raises. It ends that follower,
-#: never the job.
-FOLLOWER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
 
 log = logging.getLogger("hive.api")
 
@@ -53,6 +49,7 @@ def find_job(job_id: str) -> Job:
 
 
 @blueprint.post("/v1/jobs")
+@takes_body
 async def submit() -> tuple[Response, int]:
     body = await json_object(SUBMIT_FIELDS)
     if body.get("operation") != OPERATION:
@@ -149,8 +146,7 @@ async def stream(job_id: str) -> None:
             # Let the client close first: hypercorn answers a client's close frame
             # from its reading task, and a close of ours sent at the same moment
             # collides with it on the socket.
-            with trio.move_on_after(CLIENT_CLOSE_WAIT):
-                await websocket.receive()
+            await _client_close_or_shutdown()
         await websocket.close(close.code, close_reason(close.reason))
     except StreamRefused as exc:
         await websocket.close(exc.code, close_reason(exc.reason))
@@ -173,7 +169,27 @@ async def _serve(job: Job, sender: StreamSender) -> Close:
         await websocket.send(message)
     if close is not None:
         return close
-    async for batch in job.log.follow(since):
-        for message in sender.messages(batch):
-            await websocket.send(message)
+    with pace().follower() as follower:
+        async for batch in job.log.follow(since):
+            for message in sender.messages(batch):
+                await websocket.send(message)
+            if not sender.ended:
+                await follower.sent()
     return sender.finish()
+
+
+async def _client_close_or_shutdown() -> None:
+    """Wait up to CLIENT_CLOSE_WAIT for the client to close, but not once the
+    hive is shutting down: then it closes at once, so that every follower
+    gets a close frame before the server stops."""
+    stopping = services().stopping
+    with trio.move_on_after(CLIENT_CLOSE_WAIT):
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                await websocket.receive()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(receive)
+            await stopping.wait()
+            nursery.cancel_scope.cancel()

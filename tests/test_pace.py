@@ -1,0 +1,72 @@
+"""The followers' message budget (hive.api.pace), on trio's virtual clock."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from hive.api.pace import BUDGET, FREE_FOLLOWERS, Pace
+
+
+async def send_for(pace: Pace, seconds: float, counts: list[int], index: int) -> None:
+    with pace.follower() as follower, trio.move_on_after(seconds):
+        while True:
+            counts[index] += 1  # a message (sending one is a checkpoint)
+            await trio.lowlevel.checkpoint()
+            await follower.sent()
+
+
+async def messages(followers: int, seconds: float) -> list[int]:
+    pace = Pace()
+    counts = [0] * followers
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pace.run)
+        async with trio.open_nursery() as senders:
+            for index in range(followers):
+                senders.start_soon(send_for, pace, seconds, counts, index)
+        nursery.cancel_scope.cancel()
+    return counts
+
+
+async def test_many_followers_share_the_budget(autojump_clock: trio.testing.MockClock) -> None:
+    seconds = 10.0
+    counts = await messages(1000, seconds)
+    total = sum(counts) / seconds
+    assert BUDGET * 0.5 <= total <= BUDGET * 1.1, total
+    assert min(counts) >= seconds * BUDGET / 1000 * 0.5  # every follower gets turns
+
+
+async def test_few_followers_never_wait(autojump_clock: trio.testing.MockClock) -> None:
+    pace = Pace()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pace.run)
+        await trio.sleep(0)
+        with pace.follower() as follower:
+            others = [pace.follower().__enter__() for _ in range(FREE_FOLLOWERS - 1)]
+            started = trio.current_time()
+            for _ in range(1000):
+                await follower.sent()
+            assert trio.current_time() == started  # no virtual time passed: no wait
+            for other in others:
+                other.__exit__(None, None, None)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crowd_that_thins_out_is_released(autojump_clock: trio.testing.MockClock) -> None:
+    pace = Pace()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pace.run)
+        await trio.sleep(0)
+        crowd = [pace.follower().__enter__() for _ in range(FREE_FOLLOWERS + 5)]
+        waiting = trio.Event()
+
+        async def wait_turn() -> None:
+            await crowd[0].sent()
+            waiting.set()
+
+        nursery.start_soon(wait_turn)
+        for member in crowd[1:]:
+            member.__exit__(None, None, None)
+        with trio.fail_after(1):
+            await waiting.wait()
+        nursery.cancel_scope.cancel()
