@@ -280,12 +280,16 @@ class HiveCgroups:
         )
 
     def jobs(self) -> dict[str, JobCgroup]:
-        """The job cgroups that exist, by job id (what a previous hive may have left)."""
-        found: dict[str, JobCgroup] = {}
-        for entry in sorted(self.path.iterdir()):
-            if entry.is_dir() and entry.name.startswith(JOB_PREFIX):
-                found[entry.name.removeprefix(JOB_PREFIX)] = JobCgroup(entry)
-        return found
+        """The job cgroups that exist, by job id (what a previous hive may have
+        left), in the v2 hierarchy or in any v1 one."""
+        parents = [self.path, *(c.parent for c in self.controllers if c.parent is not None)]
+        ids: set[str] = set()
+        for parent in parents:
+            with contextlib.suppress(FileNotFoundError):
+                for entry in parent.iterdir():
+                    if entry.is_dir() and entry.name.startswith(JOB_PREFIX):
+                        ids.add(entry.name.removeprefix(JOB_PREFIX))
+        return {job_id: self.job(job_id) for job_id in sorted(ids)}
 
     def holds(self, pid: int) -> bool:
         """Whether ``pid`` (zombies too) is in one of the job cgroups."""

@@ -133,6 +133,13 @@ async def test_a_root_hive_builds_as_the_build_user_and_installs_as_itself(
             end = await watch.ended()
     assert end["state"] == "succeeded", (end, watch.stdout)
     assert b"uid 65534 gid 65534" in watch.stdout  # nobody:nogroup, never root
+    # Accounting from the job's cgroups, compared with what the kernel's own
+    # cgroup files can hold: a positive CPU time, a peak of at least the
+    # build's bash, and tasks (makepkg.sh, its subshells, id).
+    usage = end["teardown"]["usage"]
+    assert isinstance(usage["cpu_seconds"], float) and usage["cpu_seconds"] > 0, usage
+    assert usage["memory_peak"] is None or usage["memory_peak"] > 1024 * 1024, usage
+    assert usage["tasks_peak"] is None or usage["tasks_peak"] >= 2, usage
     [hello] = (tmp_path / "state" / "workers" / "whoami").glob("*/hello")
     # The installed worker is the hive's: a copy, not the build user's files.
     assert hello.stat().st_uid == os.geteuid()

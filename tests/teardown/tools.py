@@ -123,6 +123,20 @@ def zombies(*, parent: int | None = None, session: int | None = None) -> list[in
     ]
 
 
+def v1_counterparts(hive_cgroup: Path) -> list[Path]:
+    """The hive's parent cgroups in the v1 pids and memory hierarchies (same name)."""
+    found = []
+    cgroup = Path("/proc/self/cgroup").read_text()
+    for controller in ("pids", "memory"):
+        for line in cgroup.splitlines():
+            _, names, path = line.split(":", 2)
+            if controller in names.split(","):
+                found.append(
+                    Path("/sys/fs/cgroup") / controller / path.strip("/") / hive_cgroup.name
+                )
+    return found
+
+
 def hive_cgroup(hive: Hive) -> Path | None:
     """The hive's parent cgroup directory (whether or not it exists)."""
     from hive.cgroups import own_cgroup, state_dir_tag
@@ -285,6 +299,12 @@ class Leftovers:
                 finally:
                     os.close(pidfd)
         for path in self.cgroups:
+            for v1 in v1_counterparts(path):  # pids and memory limits (no processes to kill)
+                for child in v1.glob("job-*"):
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+                with contextlib.suppress(OSError):
+                    v1.rmdir()
             if path.is_dir():
                 for child in path.glob("job-*"):
                     with contextlib.suppress(OSError):
