@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from . import cancel, events, fanout, idle, latency, scale, stream
+from . import cancel, events, fanout, idle, latency, scale, startup, stream
 from .harness import Context, Figure
 from .report import Run, write_results
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "idle": idle.idle,
     "fanout": fanout.fanout,
     "events": events.events,
+    "startup": startup.startup,
 }
 
 

@@ -1,5 +1,5 @@
 """Idle cost and start-up: what the hive costs while nothing happens, and how
-long ``keeper --help`` and ``hive serve`` take to be useful.
+long ``hive serve`` takes to be useful (the keeper's start-up: ``startup``).
 
 Idle CPU is measured over the same windows for the hive (with 10 finished jobs)
 and for a bare trio program sleeping forever, the floor for any trio daemon.
@@ -79,21 +79,18 @@ async def startup(ctx: Context) -> list[Figure]:
     runs = ctx.repeats(10, 4)
     ctx.log(f"startup: {runs} runs each")
     bare: list[float] = []
-    help_: list[float] = []
     ready: list[float] = []
     for _ in range(runs):
         bare.append(await run_timed([PYTHON, "-c", "pass"]) * 1000)
-        help_.append(await run_timed([PYTHON, "-m", "keeper", "--help"]) * 1000)
         async with running_hive(ctx.scratch("state")) as hive:
             ready.append(hive.ready_seconds * 1000)
     floor = Figure("idle", "python -c pass", "ms", bare)
     return [
         floor,
-        Figure("idle", "keeper --help", "ms", help_).compare(floor),
         Figure("idle", "hive serve: start to ready line", "ms", ready).compare(floor),
     ]
 
 
 async def idle(ctx: Context) -> list[Figure]:
-    """Idle CPU with finished jobs; keeper --help and hive start-up time."""
+    """Idle CPU with finished jobs; hive start-up time."""
     return [*await idle_cost(ctx), *await startup(ctx)]

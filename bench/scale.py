@@ -26,7 +26,8 @@ from typing import Any
 import trio
 
 from keeper.client import HiveClient
-from keeper.follow import Console, Follower
+from keeper.console import Console
+from keeper.follow import Follower
 
 from .harness import (
     JOB_ENV,

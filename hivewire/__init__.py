@@ -6,3 +6,8 @@ It imports only the standard library, so importing it costs a client nothing.
 """
 
 __version__ = "0.1.0"
+
+#: Version of the HTTP/websocket API, reported as ``api`` by ``/v1/health``.
+#: A keeper talks only to a hive with the same number; bump it on any
+#: incompatible change (``/v1/health`` itself keeps its shape forever).
+API_VERSION = 1

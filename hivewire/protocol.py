@@ -44,10 +44,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-#: Version of the HTTP/websocket API, reported as ``api`` by ``/v1/health``.
-#: A keeper talks only to a hive with the same number; bump it on any
-#: incompatible change (``/v1/health`` itself keeps its shape forever).
-API_VERSION = 1
+# The API's version lives in the package: a client can learn it without this module.
+from hivewire import API_VERSION as API_VERSION
 
 #: Largest payload put into one binary frame. Well under trio-websocket's
 #: default 1 MiB message limit, big enough that framing costs nothing.

@@ -12,9 +12,9 @@ is never readable by anyone else, not even for an instant.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -74,8 +74,10 @@ def load_or_create_token(state_dir: Path) -> str:
         return read_token(path)
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    temp = state_dir / f".{TOKEN_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    # secrets.token_urlsafe, spelled out: importing secrets (hashlib, hmac, random)
+    # would cost every keeper start-up more than the rest of this module.
+    token = base64.urlsafe_b64encode(os.urandom(TOKEN_BYTES)).rstrip(b"=").decode()
+    temp = state_dir / f".{TOKEN_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:

@@ -26,7 +26,8 @@ from hivewire.tokenfile import (
     token_path,
 )
 
-from .client import ExitCode, HiveError
+from .config import HiveTarget
+from .errors import ExitCode, HiveError
 
 #: TCP state of a listening socket in /proc/net/tcp.
 TCP_LISTEN = "0A"
@@ -43,6 +44,23 @@ class Discovered:
     token: str | None
     #: Where it came from, for messages: "--token", a file path, or None.
     source: str | None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Everything a client needs to talk to one hive."""
+
+    url: str
+    token: str | None
+    cacert: str | None
+
+
+def credentials(target: HiveTarget, token: str | None, cacert: str | None) -> Credentials:
+    """The URL, token and CA file for ``target``: ``token`` and ``cacert`` (the command
+    line's) where given, else the target's own, else a local hive's token file."""
+    found = discover_token(target.url, token or target.token)
+    ca = cacert or (str(target.cacert) if target.cacert else None)
+    return Credentials(target.url, found.token, ca)
 
 
 def local_token_file() -> Path:

@@ -11,8 +11,14 @@ from typing import Any
 
 import click
 
-from .client import ExitCode
+from . import api
+from .blocking import BlockingClient
+from .completers import complete_installed, complete_workers
+from .context import Context, pass_context, run
+from .errors import ExitCode
 from .tables import Column, echo_json_lines, echo_table
+
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 
 
 def _list(values: Any) -> str:
@@ -96,102 +102,94 @@ def info_lines(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
-def register(main: click.Group) -> None:
-    """Add the commands to the keeper's ``main`` group."""
-    # Imported here: keeper.cli imports this module to register the commands.
-    from .cli import Context, pass_context, run
-    from .completion import complete_installed, complete_workers
+@click.command()
+@click.option("--refresh", is_flag=True, help="Re-read (or re-fetch) the catalog first.")
+@json_option
+@pass_context
+def catalog(ctx: Context, refresh: bool, as_json: bool) -> None:
+    """List the workers the hive can install, and whether each can be built here.
 
-    json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+    A broken recipe is listed with the reason; MISSING names the commands
+    its depends/makedepends need that this machine lacks.
+    """
 
-    @main.command()
-    @click.option("--refresh", is_flag=True, help="Re-read (or re-fetch) the catalog first.")
-    @json_option
-    @pass_context
-    def catalog(ctx: Context, refresh: bool, as_json: bool) -> None:
-        """List the workers the hive can install, and whether each can be built here.
-
-        A broken recipe is listed with the reason; MISSING names the commands
-        its depends/makedepends need that this machine lacks.
-        """
-
-        async def main() -> int:
-            async with ctx.client() as client:
-                if refresh:
-                    await client.refresh_catalog()
-                listing = await client.catalog()
-            rows = listing["workers"]
-            if as_json:
-                echo_json_lines(rows)
-                return ExitCode.OK
-            source = listing.get("catalog") or {}
-            if source.get("stale"):
-                ctx.console.status(
-                    f"catalog {source.get('location')} could not be fetched "
-                    f"({source.get('error') or 'unreachable'}); showing the copy from "
-                    f"{source.get('fetched_at')}"
-                )
-            echo_table(rows, CATALOG_COLUMNS)
+    def main() -> int:
+        client = BlockingClient.of(ctx.credentials())
+        if refresh:
+            client.call(api.refresh_catalog())
+        listing = client.call(api.catalog())
+        rows = listing["workers"]
+        if as_json:
+            echo_json_lines(rows)
             return ExitCode.OK
+        source = listing.get("catalog") or {}
+        if source.get("stale"):
+            ctx.console.status(
+                f"catalog {source.get('location')} could not be fetched "
+                f"({source.get('error') or 'unreachable'}); showing the copy from "
+                f"{source.get('fetched_at')}"
+            )
+        echo_table(rows, CATALOG_COLUMNS)
+        return ExitCode.OK
 
-        run(main)
+    run(main)
 
-    @main.command()
-    @click.argument("worker", shell_complete=complete_workers)
-    @json_option
-    @click.option("--srcinfo", is_flag=True, help="Print the recipe's .SRCINFO, as makepkg does.")
-    @pass_context
-    def info(ctx: Context, worker: str, as_json: bool, srcinfo: bool) -> None:
-        """Show WORKER's recipe: version, dependencies, sources and checksums."""
 
-        async def main() -> int:
-            async with ctx.client() as client:
-                entry = await client.catalog_entry(worker)
-            if srcinfo:
-                if not entry.get("srcinfo"):
-                    ctx.console.status(f"{worker}: no .SRCINFO: {entry.get('reason')}")
-                    return ExitCode.REFUSED
-                click.echo(entry["srcinfo"], nl=False)
-            elif as_json:
-                echo_json_lines([entry])
-            else:
-                for line in info_lines(entry):
-                    click.echo(line)
-            return ExitCode.OK
+@click.command()
+@click.argument("worker", shell_complete=complete_workers)
+@json_option
+@click.option("--srcinfo", is_flag=True, help="Print the recipe's .SRCINFO, as makepkg does.")
+@pass_context
+def info(ctx: Context, worker: str, as_json: bool, srcinfo: bool) -> None:
+    """Show WORKER's recipe: version, dependencies, sources and checksums."""
 
-        run(main)
+    def main() -> int:
+        entry = BlockingClient.of(ctx.credentials()).call(api.catalog_entry(worker))
+        if srcinfo:
+            if not entry.get("srcinfo"):
+                ctx.console.status(f"{worker}: no .SRCINFO: {entry.get('reason')}")
+                return ExitCode.REFUSED
+            click.echo(entry["srcinfo"], nl=False)
+        elif as_json:
+            echo_json_lines([entry])
+        else:
+            for line in info_lines(entry):
+                click.echo(line)
+        return ExitCode.OK
 
-    @main.command()
-    @json_option
-    @pass_context
-    def workers(ctx: Context, as_json: bool) -> None:
-        """List installed workers: one line per installed version."""
+    run(main)
 
-        async def main() -> int:
-            async with ctx.client() as client:
-                rows = await client.workers()
-            if as_json:
-                echo_json_lines(rows)
-            else:
-                echo_table(rows, WORKER_COLUMNS)
-            return ExitCode.OK
 
-        run(main)
+@click.command()
+@json_option
+@pass_context
+def workers(ctx: Context, as_json: bool) -> None:
+    """List installed workers: one line per installed version."""
 
-    @main.command()
-    @click.argument("worker", shell_complete=complete_installed)
-    @json_option
-    @pass_context
-    def remove(ctx: Context, worker: str, as_json: bool) -> None:
-        """Uninstall every version of WORKER (refused while it is being installed)."""
+    def main() -> int:
+        rows = BlockingClient.of(ctx.credentials()).call(api.workers())
+        if as_json:
+            echo_json_lines(rows)
+        else:
+            echo_table(rows, WORKER_COLUMNS)
+        return ExitCode.OK
 
-        async def main() -> int:
-            async with ctx.client() as client:
-                result = await client.remove_worker(worker)
-            if as_json:
-                echo_json_lines([result])
-            else:
-                ctx.console.status(f"removed {worker} {_list(result.get('removed'))}")
-            return ExitCode.OK
+    run(main)
 
-        run(main)
+
+@click.command()
+@click.argument("worker", shell_complete=complete_installed)
+@json_option
+@pass_context
+def remove(ctx: Context, worker: str, as_json: bool) -> None:
+    """Uninstall every version of WORKER (refused while it is being installed)."""
+
+    def main() -> int:
+        result = BlockingClient.of(ctx.credentials()).call(api.remove_worker(worker))
+        if as_json:
+            echo_json_lines([result])
+        else:
+            ctx.console.status(f"removed {worker} {_list(result.get('removed'))}")
+        return ExitCode.OK
+
+    run(main)

@@ -7,13 +7,11 @@ traceback.
 
 from __future__ import annotations
 
-import enum
 import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -25,13 +23,24 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from hivewire.names import WORKER_DOWNLOAD, InvalidWorkerName, check_worker_name
-from hivewire.protocol import API_VERSION, Frame, ProtocolError, decode_frame
+from hivewire.protocol import Frame, ProtocolError, decode_frame
 from hivewire.stream import CloseKind, StreamClosed, classify_close
 
-from . import __version__
+from . import api
+from .auth import Credentials
+from .errors import (
+    BeyondEnd,
+    HiveError,
+    HiveUnreachable,
+    NotFound,
+    Refused,
+    StreamComplete,
+    StreamInterrupted,
+    Unauthorized,
+    reason,
+)
 
-DEFAULT_URL = "http://127.0.0.1:7835"
+T = TypeVar("T")
 
 #: trio-websocket refuses bigger messages; the hive sends at most 1 MiB + header.
 MAX_MESSAGE = 4 * 1024 * 1024
@@ -41,113 +50,40 @@ MAX_MESSAGE = 4 * 1024 * 1024
 RECEIVE_BUFFER = 256 * 1024
 
 
-class ExitCode(enum.IntEnum):
-    """The keeper's exit codes; the job's own code (1-123) is passed through."""
-
-    OK = 0
-    USAGE = 2
-    JOB_CANCELLED = 3
-    NOT_FOUND = 4
-    REFUSED = 5
-    AUTH = 6
-    INCOMPATIBLE = 7
-    CANCEL_UNCONFIRMED = 124
-    HIVE_ERROR = 125
-    INTERRUPTED = 130
-
-
-class HiveError(Exception):
-    """A call that failed; ``str()`` is the one-line reason."""
-
-    exit_code = ExitCode.HIVE_ERROR
-
-    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class HiveUnreachable(HiveError):
-    exit_code = ExitCode.HIVE_ERROR
-
-
-class NotFound(HiveError):
-    exit_code = ExitCode.NOT_FOUND
-
-
-class Refused(HiveError):
-    exit_code = ExitCode.REFUSED
-
-
-class Unauthorized(HiveError):
-    """The hive wants a token, or another one."""
-
-    exit_code = ExitCode.AUTH
-
-
-class Incompatible(HiveError):
-    """A hive that speaks another version of the API."""
-
-    exit_code = ExitCode.INCOMPATIBLE
-
-
-class StreamInterrupted(HiveError):
-    """The websocket closed before the job's ``end`` event."""
-
-
-class StreamComplete(HiveError):
-    """The hive closed the stream normally without an ``end`` event: there is
-    nothing after the ``since`` asked for, and the job has ended."""
-
-
-class BeyondEnd(Refused):
-    """The hive's log of the job ends before the ``since`` asked for."""
-
-    def __init__(self, message: str, *, last_seq: int) -> None:
-        super().__init__(message, status=400)
-        self.last_seq = last_seq
-
-
-def websocket_url(base: str, path: str) -> str:
-    if base.startswith("https://"):
-        return "wss://" + base.removeprefix("https://") + path
-    return "ws://" + base.removeprefix("http://") + path
-
-
 class HiveClient:
     """``async with HiveClient(url, token=T) as hive: await hive.submit("cbuild")``.
 
     Before its first call the client checks, with ``/v1/health``, that it talks
     to a hive of its own API version. ``cacert`` is a PEM file of CAs to trust
-    for an ``https://`` hive instead of the system's.
+    for an ``https://`` hive instead of the system's. The calls and what their
+    answers mean are :mod:`keeper.api`'s, shared with :mod:`keeper.blocking`.
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str,
         *,
         token: str | None = None,
         cacert: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = api.DEFAULT_TIMEOUT,
     ) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise HiveError(f"hive URL must start with http:// or https://, got {url!r}")
+        self.url = api.check_url(url)
         self._token = token
-        headers = {"User-Agent": f"keeper/{__version__}"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
         try:
             self._ssl = ssl.create_default_context(cafile=cacert)
         except (OSError, ssl.SSLError) as exc:
-            raise HiveError(f"cannot use CA file {cacert}: {_reason(exc)}") from None
+            raise HiveError(f"cannot use CA file {cacert}: {reason(exc)}") from None
         try:
             self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=timeout, headers=headers, verify=self._ssl
+                base_url=self.url, timeout=timeout, headers=api.headers(token), verify=self._ssl
             )
         except httpx.InvalidURL as exc:
             raise HiveError(f"bad hive URL {url!r}: {exc}") from None
         self._compatible = False
+
+    @classmethod
+    def of(cls, hive: Credentials, *, timeout: float = api.DEFAULT_TIMEOUT) -> HiveClient:
+        return cls(hive.url, token=hive.token, cacert=hive.cacert, timeout=timeout)
 
     async def __aenter__(self) -> HiveClient:
         return self
@@ -155,133 +91,56 @@ class HiveClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def call(self, call: api.Call[T]) -> T:
+        """Make ``call`` (after checking, once, that this is a hive of our API version)."""
         if not self._compatible:
             await self.health()
-        return await self._call(method, path, **kwargs)
+        return await self._call(call)
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, call: api.Call[T]) -> T:
+        timeout = None if call.unbounded else self._http.timeout
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=dict(call.query),
+                content=call.content,
+                headers={"Content-Type": "application/json"} if call.content else None,
+                timeout=timeout,
+            )
         except httpx.TimeoutException:
             raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            raise HiveUnreachable(f"cannot reach the hive at {self.url}: {_reason(exc)}") from None
-        return self._json(response)
-
-    def _json(self, response: httpx.Response) -> Any:
-        """The body of a (read) JSON response; an error status raises."""
-        try:
-            body = response.json()
-        except ValueError:
-            raise HiveError(
-                f"{self.url} answered {response.status_code} without JSON: is it a hive?",
-                status=response.status_code,
-            ) from None
-        if response.is_success:
-            return body
-        if response.status_code == 401:
-            raise self._unauthorized()
-        message = body.get("message") if isinstance(body, dict) else None
-        message = message or f"HTTP {response.status_code}"
-        error_class = (
-            NotFound
-            if response.status_code == 404
-            else (Refused if response.status_code < 500 else HiveError)
+            raise HiveUnreachable(f"cannot reach the hive at {self.url}: {reason(exc)}") from None
+        return api.answer(
+            call, self.url, response.status_code, response.content, token_sent=self._token_sent
         )
-        raise error_class(message, status=response.status_code, body=body)
 
-    def _unauthorized(self) -> Unauthorized:
-        if self._token is None:
-            return Unauthorized(
-                f"the hive at {self.url} needs a token: pass --token or set HIVE_TOKEN",
-                status=401,
-            )
-        return Unauthorized(f"the hive at {self.url} refused the token", status=401)
+    @property
+    def _token_sent(self) -> bool:
+        return self._token is not None
 
     async def health(self) -> dict[str, Any]:
         """The hive's health; raises :class:`Incompatible` for another API version."""
-        result = await self._call("GET", "/v1/health")
-        if not isinstance(result, dict) or result.get("status") != "ok":
-            raise HiveError(f"{self.url} answered /v1/health with nonsense: is it a hive?")
-        if result.get("api") != API_VERSION:
-            raise Incompatible(
-                f"the hive at {self.url} is version {result.get('version', '?')} "
-                f"(API {result.get('api', '?')}); this keeper {__version__} speaks API "
-                f"{API_VERSION}"
-            )
+        result = await self._call(api.health())
         self._compatible = True
         return result
 
     async def submit(
         self, worker: str, *, force: bool = False, skip_check: bool = False
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"operation": WORKER_DOWNLOAD, "worker": worker}
-        if force:
-            body["force"] = True
-        if skip_check:
-            body["skip_check"] = True
-        result: dict[str, Any] = await self._request("POST", "/v1/jobs", json=body)
-        return result
-
-    async def catalog(self) -> dict[str, Any]:
-        """``{"catalog": {where it comes from}, "workers": [entry, ...]}``."""
-        result: dict[str, Any] = await self._request("GET", "/v1/catalog")
-        return result
-
-    async def catalog_entry(self, worker: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/v1/catalog/{_worker(worker)}")
-        return result
-
-    async def refresh_catalog(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("POST", "/v1/catalog/refresh", timeout=None)
-        return result
-
-    async def workers(self) -> list[dict[str, Any]]:
-        result = await self._request("GET", "/v1/workers")
-        return list(result["workers"])
-
-    async def remove_worker(self, worker: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request(
-            "DELETE", f"/v1/workers/{_worker(worker)}", timeout=None
-        )
-        return result
+        return await self.call(api.submit(worker, force=force, skip_check=skip_check))
 
     async def jobs(self) -> list[dict[str, Any]]:
-        result = await self._request("GET", "/v1/jobs")
-        return list(result["jobs"])
+        return await self.call(api.jobs())
 
     async def job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/v1/jobs/{_segment(job_id)}")
-        return result
+        return await self.call(api.job(job_id))
 
     async def cancel(self, job_id: str, *, wait: bool = False) -> dict[str, Any]:
         """Ask for cancellation. A job that already ended raises :class:`Refused`
         (status 409) whose ``body["state"]`` is its final state."""
-        params = {"wait": "true"} if wait else {}
-        timeout = None if wait else self._http.timeout
-        result: dict[str, Any] = await self._request(
-            "DELETE", f"/v1/jobs/{_segment(job_id)}", params=params, timeout=timeout
-        )
-        return result
-
-    @asynccontextmanager
-    async def log(
-        self, job_id: str, *, stream: str = "stdout"
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The exact bytes the job wrote to ``stream`` so far, as they arrive."""
-        try:
-            async with self._http.stream(
-                "GET", f"/v1/jobs/{job_id}/log", params={"stream": stream}, timeout=None
-            ) as response:
-                if not response.is_success:
-                    await response.aread()
-                    self._json(response)
-                yield response.aiter_bytes()
-        except httpx.HTTPError as exc:
-            raise HiveUnreachable(
-                f"reading the log from {self.url} failed: {_reason(exc)}"
-            ) from None
+        return await self.call(api.cancel(job_id, wait=wait))
 
     @asynccontextmanager
     async def stream(
@@ -294,11 +153,11 @@ class HiveClient:
         """
         if not self._compatible:
             await self.health()
-        query = {"tail_lines": tail_lines} if tail_lines is not None else {"since": since}
-        url = websocket_url(self.url, f"/v1/jobs/{_segment(job_id)}/stream?{urlencode(query)}")
-        headers = [(b"user-agent", f"keeper/{__version__}".encode())]
-        if self._token is not None:
-            headers.append((b"authorization", f"Bearer {self._token}".encode()))
+        target = api.stream_target(job_id, since=since, tail_lines=tail_lines)
+        url = api.websocket_url(self.url, target)
+        headers = [
+            (name.lower().encode(), value.encode()) for name, value in api.headers(self._token)
+        ]
         try:
             async with open_websocket_url(
                 url,
@@ -318,7 +177,7 @@ class HiveClient:
     def _rejected(self, exc: ConnectionRejected) -> HiveError:
         """The HTTP answer that refused a websocket handshake, as an error."""
         if exc.status_code == 401:
-            return self._unauthorized()
+            return api.unauthorized(self.url, token_sent=self._token_sent)
         try:
             body = json.loads(exc.body or b"")
             message = str(body["message"])
@@ -365,29 +224,3 @@ def _close_error(closed: StreamClosed) -> HiveError:
         return Refused(text)
     detail = f"{closed.code}{': ' + closed.reason if closed.reason else ''}"
     return StreamInterrupted(f"stream closed before the job ended ({detail})")
-
-
-def _segment(value: str) -> str:
-    """``value`` as one path segment: a job id argument cannot reach another route."""
-    return quote(value, safe="")
-
-
-def _worker(name: str) -> str:
-    """A worker name for a URL path: checked here, because a name like "../x"
-    would otherwise change the path itself and get a meaningless 404."""
-    try:
-        return check_worker_name(name)
-    except InvalidWorkerName as exc:
-        raise Refused(str(exc)) from None
-
-
-def _reason(exc: BaseException) -> str:
-    """One line about ``exc``, from the first exception in its chain that says something
-    (httpx's ConnectError often says nothing itself; its cause, e.g. the TLS error, does)."""
-    cause: BaseException | None = exc
-    while cause is not None and not str(cause):
-        cause = cause.__cause__ or cause.__context__
-    text = str(cause) if cause is not None else type(exc).__name__
-    if "Connection refused" in text or "Errno 111" in text:
-        return "connection refused (is `hive serve` running?)"
-    return text.splitlines()[0]

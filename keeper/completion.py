@@ -1,93 +1,18 @@
-"""Shell completion (click's mechanism) that knows the hive's workers and jobs.
+"""``keeper completion SHELL``: the script that makes a shell complete keeper.
 
-``keeper completion bash`` prints the script to ``eval`` (or save) for bash;
-``zsh`` and ``fish`` likewise. Worker names and job ids are completed by asking
-the hive, with a short timeout: a dead hive only means no suggestions.
+It imports click's completion classes and nothing of the keeper's clients, so
+printing the script (often done in every new shell) is as quick as ``--help``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
-import trio
-from click.shell_completion import CompletionItem, get_completion_class
-
-from .client import HiveClient
-from .config import ConfigError, KeeperConfig, config_path
-
-#: Completion runs while a person waits at the prompt.
-COMPLETION_TIMEOUT = 2.0
+from click.shell_completion import get_completion_class
 
 PROG = "keeper"
 COMPLETE_VAR = "_KEEPER_COMPLETE"
-
-
-def _ask_hive(
-    ctx: click.Context, query: Callable[[HiveClient], Awaitable[list[tuple[str, str]]]]
-) -> list[tuple[str, str]]:
-    """Run ``query`` against the hive the command line names; [] on any failure."""
-    from .cli import Context  # the CLI module imports this one
-
-    params = ctx.find_root().params
-    try:
-        context = Context(params.get("hive"), True, params.get("token"), params.get("cacert"))
-
-        async def run() -> list[tuple[str, str]]:
-            with trio.move_on_after(COMPLETION_TIMEOUT):
-                async with context.client() as client:
-                    return await query(client)
-            return []
-
-        return trio.run(run)
-    except Exception:
-        return []
-
-
-def _matching(pairs: list[tuple[str, str]], incomplete: str) -> list[CompletionItem]:
-    return [
-        CompletionItem(value, help=help) for value, help in pairs if value.startswith(incomplete)
-    ]
-
-
-def complete_workers(
-    ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    async def query(client: HiveClient) -> list[tuple[str, str]]:
-        catalog = await client.catalog()
-        return [(row["name"], row.get("description") or "") for row in catalog["workers"]]
-
-    return _matching(_ask_hive(ctx, query), incomplete)
-
-
-def complete_installed(
-    ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    async def query(client: HiveClient) -> list[tuple[str, str]]:
-        return [(row["name"], row["version"]) for row in await client.workers()]
-
-    return _matching(_ask_hive(ctx, query), incomplete)
-
-
-def complete_jobs(
-    ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    async def query(client: HiveClient) -> list[tuple[str, str]]:
-        jobs = await client.jobs()
-        return [(job["id"], f"{job['worker']} {job['state']}") for job in reversed(jobs)]
-
-    return _matching(_ask_hive(ctx, query), incomplete)
-
-
-def complete_hive_names(
-    _ctx: click.Context, _param: click.Parameter, incomplete: str
-) -> list[CompletionItem]:
-    try:
-        config = KeeperConfig.load(config_path())
-    except ConfigError:
-        return []
-    return _matching([(name, hive.url) for name, hive in config.hives.items()], incomplete)
 
 
 @click.command()

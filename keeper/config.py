@@ -22,11 +22,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from .client import DEFAULT_URL
+#: Where a hive listens when nothing else is said (``hive serve``'s default bind).
+DEFAULT_URL = "http://127.0.0.1:7835"
+
+#: ``--hive all``: every hive of the config.
+ALL = "all"
 
 
 class ConfigError(ValueError):
@@ -42,8 +48,16 @@ class HiveTarget:
     token: str | None = None
     cacert: Path | None = None
 
+    @property
+    def label(self) -> str:
+        """What output about this hive is prefixed with: its name, else ``host:port``."""
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        return parts.netloc.rpartition("@")[2] or self.url
 
-def config_path(environ: dict[str, str] | None = None) -> Path:
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if explicit := env.get("KEEPER_CONFIG"):
         return Path(explicit)
@@ -87,7 +101,7 @@ class KeeperConfig:
             raise ConfigError(f"{origin}: default = {default!r} is not one of [hives.*]")
         return cls(hives=hives, default=default)
 
-    def resolve(self, choice: str | None, environ: dict[str, str] | None = None) -> HiveTarget:
+    def resolve(self, choice: str | None, environ: Mapping[str, str] | None = None) -> HiveTarget:
         """The hive for ``--hive CHOICE`` (a name or a URL), or the default one."""
         env = os.environ if environ is None else environ
         choice = choice or env.get("HIVE_URL") or self.default
@@ -99,6 +113,32 @@ class KeeperConfig:
             return HiveTarget(url=choice)
         known = ", ".join(sorted(self.hives)) or "none configured"
         raise ConfigError(f"no hive named {choice!r} (known: {known}); or pass a URL")
+
+    def resolve_many(
+        self, choice: str | None, environ: Mapping[str, str] | None = None
+    ) -> list[HiveTarget]:
+        """The hives for ``--hive a,b,URL`` or ``--hive all``: each once, in the order
+        given (``all``: the config's order); one hive for a single choice."""
+        env = os.environ if environ is None else environ
+        choice = choice or env.get("HIVE_URL")
+        if choice is None or ("," not in choice and choice != ALL):
+            return [self.resolve(choice, env)]
+        if choice == ALL:
+            if not self.hives:
+                raise ConfigError(f"--hive {ALL}: no hives are configured")
+            return list(self.hives.values())
+        targets: list[HiveTarget] = []
+        for part in (item.strip() for item in choice.split(",")):
+            if not part:
+                raise ConfigError(f"--hive {choice!r}: an empty name between commas")
+            target = self.resolve(part, env)
+            if any(known.url.rstrip("/") == target.url.rstrip("/") for known in targets):
+                raise ConfigError(f"--hive {choice!r} names {target.url} twice")
+            targets.append(target)
+        labels = [target.label for target in targets]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"--hive {choice!r}: two hives would print as the same name")
+        return targets
 
 
 def _token(entry: dict[str, Any], name: str, origin: Path) -> str | None:

@@ -11,32 +11,43 @@ line-oriented: no colour, no live line.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
-
-from hivewire.protocol import Stream
+from typing import BinaryIO, Protocol
 
 #: Prefix of makepkg.sh's stage lines ("==> Starting build()").
 STAGE_MARK = b"==> "
 
-_ERASE_LINE = "\r\x1b[2K"
-_COLOURS = {"info": "36", "hive": "33", "ok": "32", "bad": "31", "dim": "2"}
+ERASE_LINE = "\r\x1b[2K"
+COLOURS = {"info": "36", "hive": "33", "ok": "32", "bad": "31", "dim": "2"}
 
 
-def _is_tty(stream: BinaryIO) -> bool:
+def is_tty(stream: BinaryIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
 
 
+def terminal_width(stream: BinaryIO) -> int:
+    """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown),
+    as shutil.get_terminal_size says for stdout."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 80
+    return columns if columns > 0 else 80  # a fresh pty says 0
+
+
 def colour_wanted(stream: BinaryIO, environ: dict[str, str] | None = None) -> bool:
     """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
     env = os.environ if environ is None else environ
-    return _is_tty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
+    return is_tty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
 
 
 def human_bytes(count: int) -> str:
@@ -89,6 +100,25 @@ class Progress:
         )
 
 
+class JobView(Protocol):
+    """Where a followed job's output and the lines about it go."""
+
+    @property
+    def live(self) -> bool: ...
+
+    def output(self, data: bytes, *, to_stdout: bool) -> None: ...
+
+    def status(self, text: str, tone: str = "info") -> None: ...
+
+    def hive(self, text: str) -> None: ...
+
+    def summary(self, text: str, *, ok: bool) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Console:
     """Writes a followed job to the terminal or to pipes.
 
@@ -109,20 +139,20 @@ class Console:
         self.stderr = stderr if stderr is not None else sys.stderr.buffer
         self.quiet = quiet
         self.colour = colour_wanted(self.stderr) if colour is None else colour
-        wants_live = _is_tty(self.stderr) and os.environ.get("TERM") != "dumb"
+        wants_live = is_tty(self.stderr) and os.environ.get("TERM") != "dumb"
         self.live = (wants_live if live is None else live) and not quiet
         self.progress = Progress()
-        self._stdout_on_tty = _is_tty(self.stdout)
+        self._stdout_on_tty = is_tty(self.stdout)
         self._at_line_start = True  # where the terminal's cursor is
         self._live_shown = False
 
     # -- the job's output: written exactly, never altered ---------------------
 
-    def output(self, stream: Stream, data: bytes) -> None:
+    def output(self, data: bytes, *, to_stdout: bool) -> None:
+        """Bytes of the job's stdout (``to_stdout``) or stderr."""
         if self.live:
             self._erase_live()
             self.progress.feed(data)
-        to_stdout = stream == Stream.STDOUT
         sink = self.stdout if to_stdout else self.stderr
         sink.write(data)
         sink.flush()
@@ -152,9 +182,9 @@ class Console:
         """Redraw the live line (with the new elapsed time), if one may be shown."""
         if not self.live or not self._at_line_start:
             return
-        width = max(shutil.get_terminal_size((80, 24)).columns - 1, 10)
+        width = max(terminal_width(self.stderr) - 1, 10)
         text = self.progress.render()[:width]
-        self._write_err(f"{_ERASE_LINE}{self._paint(text, 'dim')}")
+        self._write_err(f"{ERASE_LINE}{self._paint(text, 'dim')}")
         self._live_shown = True
 
     def close(self) -> None:
@@ -163,11 +193,11 @@ class Console:
 
     def _erase_live(self) -> None:
         if self._live_shown:
-            self._write_err(_ERASE_LINE)
+            self._write_err(ERASE_LINE)
             self._live_shown = False
 
     def _paint(self, text: str, tone: str) -> str:
-        return f"\x1b[{_COLOURS[tone]}m{text}\x1b[0m" if self.colour else text
+        return f"\x1b[{COLOURS[tone]}m{text}\x1b[0m" if self.colour else text
 
     def _write_err(self, text: str) -> None:
         self.stderr.write(text.encode())

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import trio
 
-from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor
+from hivewire.protocol import ControlEvent, Frame, OutputChunk, ResumeCursor, Stream
 
-from .client import (
+from .client import HiveClient
+from .console import JobView
+from .errors import (
     BeyondEnd,
     ExitCode,
-    HiveClient,
     HiveError,
+    OutputLost,
     Refused,
     StreamComplete,
     StreamInterrupted,
 )
-from .console import Console, human_duration
+from .reports import exit_code_for, left_warning, summary
 
 #: Extra seconds, beyond the hive's grace period, that the keeper waits for
 #: the teardown report after a Ctrl+C.
@@ -48,57 +49,27 @@ class FollowResult:
     exit_code: int = ExitCode.OK
 
 
-def describe_teardown(teardown: dict[str, Any] | None) -> str:
-    if not teardown:
-        return "no process was started"
-    text = (
-        f"{teardown['found']} process(es) found, {teardown['sigterm']} sent SIGTERM, "
-        f"{teardown['sigkill']} sent SIGKILL, {teardown['left']} left"
-        f"{'' if teardown.get('verified', True) else ' (unverified)'}, "
-        f"{teardown['seconds'] * 1000:.0f} ms"
-    )
-    usage = describe_usage(teardown)
-    return f"{text}; used {usage}" if usage else text
-
-
-def describe_usage(teardown: dict[str, Any] | None) -> str:
-    """The job's CPU time, peak memory and peak task count, as far as known."""
-    usage = (teardown or {}).get("usage") or {}
-    parts = []
-    if isinstance(memory := usage.get("memory_peak"), int):
-        parts.append(f"peak memory {memory / 2**20:.1f} MiB")
-    if isinstance(cpu := usage.get("cpu_seconds"), int | float):
-        parts.append(f"CPU {cpu:.2f} s")
-    if isinstance(tasks := usage.get("tasks_peak"), int):
-        parts.append(f"at most {tasks} tasks")
-    return ", ".join(parts)
-
-
-def exit_code_for(end: dict[str, Any]) -> int:
-    state = end.get("state")
-    if state == "succeeded":
-        return ExitCode.OK
-    if state == "cancelled":
-        return ExitCode.JOB_CANCELLED
-    code = end.get("exit_code")
-    if isinstance(code, int) and 1 <= code <= 123:
-        return code
-    return 1
-
-
 class Follower:
-    """Streams one job to a :class:`Console` until its ``end`` event."""
+    """Streams one job to a :class:`Console` (or another :class:`JobView`) until
+    its ``end`` event.
+
+    :meth:`interrupt` turns this keeper's Ctrl+C into a confirmed cancel; with
+    ``run(cancel_on_interrupt=True)`` the follower listens for SIGINT itself,
+    otherwise its owner (the fan-out over several hives) calls it.
+    """
 
     def __init__(
         self,
         client: HiveClient,
         job_id: str,
-        console: Console,
+        console: JobView,
         *,
         since: int = 0,
         tail_lines: int | None = None,
         replay: bool = True,
         grace: float = 5.0,
+        reconnect_for: float = RECONNECT_GIVE_UP,
+        summarise: bool = True,
     ) -> None:
         self.client = client
         self.job_id = job_id
@@ -107,7 +78,12 @@ class Follower:
         #: The last seq this keeper showed (printed); 0 before it showed any.
         self._shown = 0
         self.grace = grace
+        self.reconnect_for = reconnect_for
+        self.summarise = summarise
+        self.result = FollowResult(end=None)
         self._end: dict[str, Any] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._cancel_pending = False
         # Until the hive told us where the stream starts, (re)connect asking for
         # the tail or the live end; after that, resume from the cursor.
         self._start: dict[str, Any] | None = None
@@ -117,30 +93,42 @@ class Follower:
             self._start = {"since": "latest"}
 
     async def run(self, *, cancel_on_interrupt: bool) -> FollowResult:
-        result = FollowResult(end=None)
+        result = self.result
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._cancel_pending:
+                    nursery.start_soon(self._request_cancel)
                 if cancel_on_interrupt:
-                    nursery.start_soon(self._handle_interrupts, result, nursery.cancel_scope)
+                    nursery.start_soon(self._handle_interrupts)
                 if self.console.live:
                     nursery.start_soon(self._refresh_live_line)
                 await self._stream_until_end()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             self.console.close()
         result.end = self._end
         if self._end is None:
-            return result  # exit code was set by the interrupt handler
-        if result.interrupted:
-            result.exit_code = (
-                ExitCode.INTERRUPTED
-                if self._end.get("state") == "cancelled"
-                else exit_code_for(self._end)
-            )
-        else:
-            result.exit_code = exit_code_for(self._end)
-        self._summarise(result)
+            return result  # exit code was set by the interrupt handling
+        result.exit_code = exit_code_for(self._end, interrupted=result.interrupted)
+        if self.summarise:
+            self._summarise(result)
         return result
+
+    def interrupt(self, note: str = "") -> None:
+        """This keeper's Ctrl+C: ask the hive to cancel the job, and keep following
+        until the teardown report (or the confirmation deadline)."""
+        if self.result.interrupted:
+            return
+        self.result.interrupted = True
+        self.console.status(
+            f"cancelling job {self.job_id}; waiting for the hive to confirm teardown{note}"
+        )
+        if self._nursery is None:
+            self._cancel_pending = True
+        else:
+            self._nursery.start_soon(self._request_cancel)
 
     async def _refresh_live_line(self) -> None:
         while True:
@@ -179,9 +167,9 @@ class Follower:
             except StreamInterrupted as exc:
                 now = trio.current_time()
                 lost_at = lost_at if lost_at is not None else now
-                if now - lost_at > RECONNECT_GIVE_UP:
+                if now - lost_at > self.reconnect_for:
                     raise HiveError(
-                        f"{exc}; gave up reconnecting after {RECONNECT_GIVE_UP:.0f} s"
+                        f"{exc}; gave up reconnecting after {self.reconnect_for:g} s"
                     ) from None
                 self.console.status(f"connection lost ({exc}); reconnecting in {delay:.1f} s")
                 await trio.sleep(delay)
@@ -189,7 +177,7 @@ class Follower:
 
     def _show(self, event: Frame) -> None:
         if isinstance(event, OutputChunk):
-            self.console.output(event.stream, event.data)
+            self.console.output(event.data, to_stdout=event.stream == Stream.STDOUT)
             return
         if not isinstance(event, ControlEvent):
             return  # a start frame only moves the cursor
@@ -201,27 +189,22 @@ class Follower:
         elif event.type == "end":
             self._end = body
 
-    async def _handle_interrupts(self, result: FollowResult, scope: trio.CancelScope) -> None:
+    async def _handle_interrupts(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT) as signals:
             async for _ in signals:
-                result.interrupted = True
+                if not self.result.interrupted:
+                    self.interrupt(" (Ctrl+C again to stop waiting)")
+                    continue
                 self.console.status(
-                    f"cancelling job {self.job_id}; waiting for the hive to confirm teardown "
-                    "(Ctrl+C again to stop waiting)"
+                    f"stopped waiting: job {self.job_id} may still be running "
+                    f"(check with `keeper status {self.job_id}`)"
                 )
-                # Requesting the cancel must not stop us from hearing a second Ctrl+C.
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._request_cancel, result, scope)
-                    async for _ in signals:
-                        self.console.status(
-                            f"stopped waiting: job {self.job_id} may still be running "
-                            f"(check with `keeper status {self.job_id}`)"
-                        )
-                        result.exit_code = ExitCode.INTERRUPTED
-                        scope.cancel()
-                        return
+                self.result.exit_code = ExitCode.INTERRUPTED
+                if self._nursery is not None:
+                    self._nursery.cancel_scope.cancel()
+                return
 
-    async def _request_cancel(self, result: FollowResult, scope: trio.CancelScope) -> None:
+    async def _request_cancel(self) -> None:
         try:
             await self.client.cancel(self.job_id)
         except Refused as exc:
@@ -236,51 +219,19 @@ class Follower:
             f"the hive did not confirm the teardown of job {self.job_id} within {limit:g} s; "
             "its processes may still be running"
         )
-        result.exit_code = ExitCode.CANCEL_UNCONFIRMED
-        scope.cancel()
+        self.result.exit_code = ExitCode.CANCEL_UNCONFIRMED
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def _summarise(self, result: FollowResult) -> None:
-        """One final line: state, exit code, duration, and the teardown report
-        whenever something was killed."""
         end = result.end or {}
-        state = str(end.get("state"))
-        parts = [f"job {self.job_id} {state}"]
-        if end.get("exit_code") is not None:
-            parts.append(f"exit code {end['exit_code']}")
-        if (duration := _duration(end)) is not None:
-            parts.append(f"in {human_duration(duration)}")
-        if state in ("failed", "interrupted") and end.get("error"):
-            parts.append(str(end["error"]))
-        teardown = end.get("teardown") or {}
-        if state == "cancelled" or teardown.get("sigterm") or teardown.get("sigkill"):
-            parts.append(f"teardown: {describe_teardown(end.get('teardown'))}")
-        elif usage := describe_usage(teardown):
-            parts.append(f"used {usage}")
-        prefix = "cancelled: " if state == "cancelled" and result.interrupted else ""
-        self.console.summary(prefix + "; ".join(parts), ok=state == "succeeded")
-        if teardown.get("left"):
-            self.console.status(
-                f"WARNING: {teardown['left']} process(es) of the job could not be killed: "
-                f"pids {teardown.get('left_pids')}",
-                tone="bad",
-            )
-
-
-class OutputLost(HiveError):
-    """The hive no longer has output this keeper printed: it says so and exits
-    non-zero rather than leave printed bytes unexplained."""
+        text = summary(self.job_id, end, interrupted=result.interrupted)
+        self.console.summary(text, ok=end.get("state") == "succeeded")
+        if warning := left_warning(end):
+            self.console.status(warning, tone="bad")
 
 
 def _end_from_job(job: dict[str, Any]) -> dict[str, Any]:
     """An ``end`` event's fields, from the job's record (they are the same)."""
     fields = ("state", "exit_code", "error", "teardown", "started_at", "ended_at")
     return {"type": "end", **{name: job.get(name) for name in fields}}
-
-
-def _duration(end: dict[str, Any]) -> float | None:
-    try:
-        started = datetime.fromisoformat(str(end["started_at"]).replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(str(end["ended_at"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return None
-    return (ended - started).total_seconds()

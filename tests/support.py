@@ -137,12 +137,14 @@ async def running_hive(
     grace: float = 1.0,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    bind: str = "127.0.0.1:0",
     wrapper: Sequence[str] = (),
 ) -> AsyncIterator[Hive]:
     """Start `hive serve` on a free port; stop it and check for leftovers after.
 
-    ``env`` is added to the hive's environment; ``wrapper`` runs it (e.g.
-    ``prlimit --nofile=128``)."""
+    ``env`` is added to the hive's environment; ``wrapper`` runs it and must exec
+    it, so the pid stays the hive's (e.g. ``prlimit --nofile=128``, or
+    ``nsenter --net=...`` for a network namespace); ``bind`` is its address."""
     argv = [
         *wrapper,
         sys.executable,
@@ -150,7 +152,7 @@ async def running_hive(
         "hive",
         "serve",
         "--bind",
-        "127.0.0.1:0",
+        bind,
         "--state-dir",
         str(state_dir),
         "--catalog",

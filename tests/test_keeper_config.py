@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from keeper.client import DEFAULT_URL
-from keeper.config import ConfigError, KeeperConfig, config_path
+from keeper.config import DEFAULT_URL, ConfigError, KeeperConfig, config_path
 
 CONFIG = """
 default = "box"

@@ -23,7 +23,7 @@ import trio
 from hive.jobsandbox import ENV_ALLOW
 from hivewire.tokenfile import TokenFileError, load_or_create_token, read_token
 from keeper.auth import parse_listeners
-from keeper.client import ExitCode
+from keeper.errors import ExitCode
 
 from .api_table import Operation, app_operations, operations
 from .rawhttp import Answer, probe
