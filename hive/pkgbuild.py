@@ -645,7 +645,12 @@ async def read_recipe(recipe_dir: Path, *, machine: str | None = None) -> Recipe
         raise RecipeError(f"no PKGBUILD in {recipe_dir}")
     seal = sandbox.Seal()
     caps = await trio.to_thread.run_sync(sandbox.detect)  # probes once, then cached
-    stage = await trio.to_thread.run_sync(_stage, recipe_dir, sandbox.readable_by(seal, caps))
+    try:
+        stage = await trio.to_thread.run_sync(_stage, recipe_dir, sandbox.readable_by(seal, caps))
+    except OSError as exc:  # e.g. a root hive without CAP_CHOWN cannot hand it to the reader
+        raise ReaderUnavailable(
+            f"cannot read PKGBUILD: cannot stage it for the sandbox: {exc.strerror or exc}"
+        ) from None
     env = {"PATH": "/usr/bin:/bin", "CARCH": machine, "LC_ALL": "C.UTF-8", "HOME": "/tmp"}
     bash = shutil.which("bash") or "/bin/bash"
     argv = sandbox.command([bash, "-c", reader_script(), "hive-srcinfo", machine], seal, caps)

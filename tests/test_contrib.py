@@ -133,10 +133,14 @@ def daemonset_container() -> dict[str, Any]:
 
 
 def test_daemonset_privileges() -> None:
-    """Not privileged; every capability dropped but CAP_SYS_ADMIN; seccomp kept."""
+    """Not privileged; every capability dropped but CAP_SYS_ADMIN and what running
+    builds as the build user takes; seccomp kept."""
     context = daemonset_container()["securityContext"]
     assert "privileged" not in context
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert context["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["SYS_ADMIN", "SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE", "FOWNER"],
+    }
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
@@ -285,8 +289,8 @@ async def test_hive_uses_a_delegated_cgroup_without_root(
 #: read-only at /sys/fs/cgroup (no other cgroup mount), its own PID namespace (the
 #: hive ends up PID 1), network namespace and /proc, a writable /var/lib/hive (the
 #: hostPath), the Secrets at /run/secrets (``$1``), an emptyDir on /tmp, a read-only
-#: root filesystem, and only the capabilities in ``$3`` (``,+sys_admin`` or
-#: nothing). The rest is the container's command and args.
+#: root filesystem, and only the capabilities in ``$3`` (the manifest's, as
+#: ``,+sys_admin,+setuid...``, or nothing). The rest is the container's command and args.
 POD = r"""
 set -e
 echo $$ > "$0/cgroup.procs"
@@ -328,12 +332,12 @@ def child_of(pid: int) -> int | None:
     return int(children[0]) if children else None
 
 
-@pytest.mark.parametrize("capability", ["SYS_ADMIN", None], ids=["sys-admin", "no-capability"])
+@pytest.mark.parametrize("capability", ["manifest", None], ids=["manifest-caps", "no-capability"])
 async def test_daemonset_container(
     unit_cgroup: Path, tmp_path: Path, node_certificate: tuple[Path, Path], capability: str | None
 ) -> None:
     """The DaemonSet's own command and readiness probe, in a container made of the
-    namespaces a runtime would give it: with CAP_SYS_ADMIN alone the hive remounts
+    namespaces a runtime would give it: with the manifest's capabilities the hive remounts
     its cgroup tree and runs the cgroup layer; without it, it runs the other layers
     and says so. Both are ready."""
     for tool in ("unshare", "nsenter", "setpriv", "ip"):
@@ -346,7 +350,8 @@ async def test_daemonset_container(
     secret_volume(secrets / "hive-tls", {"tls.crt": cert.read_bytes(), "tls.key": key.read_bytes()})
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env |= {"NODE_NAME": "node-a.example", "PATH": os.environ["PATH"]}
-    keep = f",+{capability.lower()}" if capability else ""
+    added = container["securityContext"]["capabilities"]["add"] if capability else []
+    keep = "".join(f",+{name.lower()}" for name in added)
     argv = [
         "sh", "-c", POD, str(unit_cgroup), str(secrets), str(VENV_BIN), keep,
         *container["command"], *container["args"],
