@@ -131,7 +131,7 @@ def write_recipes(catalog: Path, gate: Path) -> None:
         }
         package() {
             mkdir -p "$pkgdir"
-            printf 'the last line has no newline' >&2
+            printf 'the last line has no newline'
         }
         """,
     )
@@ -260,15 +260,15 @@ async def test_fan_out_install_keeps_every_line_whole_and_prefixed(tmp_path: Pat
                 job_log = f"/v1/jobs/{ids[label]}/log"
                 log = (await client.get(job_log)).content
                 errors = (await client.get(job_log, params={"stream": "stderr"})).content
-            # Every line of the job's stdout, whole, in order.
-            assert log.endswith(b"\n") and by_label[label] == log.split(b"\n")[:-1], label
-            assert b"line 3000: " in log
-            # The unfinished last line of its stderr, ended with a newline by the keeper.
-            assert errors.endswith(b"err 20\nthe last line has no newline")
+            # Every line of the job's stdout, whole, in order; its unfinished last
+            # line ended with a newline by the keeper.
+            assert log.endswith(b"\nthe last line has no newline"), label
+            assert by_label[label] == log.split(b"\n"), label
+            assert b"line 3000: " in log and b"err 20\n" in errors
         stderr = err.data.decode()
         for label in labels:
             assert f"[{label}] err 20\n" in stderr
-            assert f"\n[{label}] the last line has no newline\n" in stderr
+            assert f"\n[{label}] the last line has no newline\n".encode() in out.data
             assert re.search(
                 rf"^\[{re.escape(label)}\] keeper: job \w+ succeeded; .*\(exit 0\)$", stderr, re.M
             )
