@@ -106,8 +106,13 @@ def which_for(user: BuildUser | None) -> Callable[[str], str | None]:
         return shutil.which
 
     def which(command: str) -> str | None:
-        found = shutil.which(command)
-        return found if found is not None and usable_by(Path(found), user) else None
+        # As the user's shell searches: a directory it cannot reach (a toolchain
+        # in /root) is passed over, and the search goes on along PATH.
+        for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+            found = shutil.which(command, path=directory)
+            if found is not None and usable_by(Path(found), user):
+                return found
+        return None
 
     return which
 
