@@ -290,7 +290,9 @@ async def test_hive_uses_a_delegated_cgroup_without_root(
 #: hive ends up PID 1), network namespace and /proc, a writable /var/lib/hive (the
 #: hostPath), the Secrets at /run/secrets (``$1``), an emptyDir on /tmp, a read-only
 #: root filesystem, and only the capabilities in ``$3`` (the manifest's, as
-#: ``,+sys_admin,+setuid...``, or nothing). The rest is the container's command and args.
+#: ``,+sys_admin,+setuid...``, or nothing). The project (``$4``: the venv's
+#: hive runs from it) stays visible, also when it lives under /tmp, as a clone
+#: may. The rest is the container's command and args.
 POD = r"""
 set -e
 echo $$ > "$0/cgroup.procs"
@@ -304,11 +306,15 @@ mkdir /var/lib/hive
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir /run/secrets
 mount --bind "$0" /run/secrets
+mkdir /run/project
+mount --bind "$3" /run/project
 mount -t tmpfs tmpfs /tmp
+mkdir -p "$3"
+mount --bind /run/project "$3"
 mount -o remount,bind,ro /
 export PATH="$1:$PATH"
 keep=$2
-shift 2
+shift 3
 exec setpriv --bounding-set="-all$keep" --inh-caps=-all "$@"
 ' "$@"
 """
@@ -353,7 +359,7 @@ async def test_daemonset_container(
     added = container["securityContext"]["capabilities"]["add"] if capability else []
     keep = "".join(f",+{name.lower()}" for name in added)
     argv = [
-        "sh", "-c", POD, str(unit_cgroup), str(secrets), str(VENV_BIN), keep,
+        "sh", "-c", POD, str(unit_cgroup), str(secrets), str(VENV_BIN), keep, str(ROOT),
         *container["command"], *container["args"],
     ]  # fmt: skip
     process = await trio.lowlevel.open_process(
