@@ -258,13 +258,25 @@ class LineWatcher:
 async def keeper_process(
     hive: Hive, *args: str
 ) -> AsyncIterator[tuple[trio.Process, LineWatcher, LineWatcher]]:
-    """A keeper running in the background, its stdout and stderr watched."""
+    """A keeper of ``hive`` running in the background, its stdout and stderr watched."""
+    async with keeper_running(
+        "--hive", hive.url, *args, env=hive.keeper_env(), timeout=60
+    ) as running:
+        yield running
+
+
+@asynccontextmanager
+async def keeper_running(
+    *args: str, env: Mapping[str, str], timeout: float
+) -> AsyncIterator[tuple[trio.Process, LineWatcher, LineWatcher]]:
+    """`keeper ARGS...` running in the background in ``env``, its stdout and stderr
+    watched; it must exit within ``timeout`` s of the body's end."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "keeper", "--hive", hive.url, *args],
+        [sys.executable, "-m", "keeper", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-        env=hive.keeper_env(),
+        env=env,
     )
     out, err = LineWatcher(), LineWatcher()
     try:
@@ -273,7 +285,7 @@ async def keeper_process(
             nursery.start_soon(out.pump, process.stdout)
             nursery.start_soon(err.pump, process.stderr)
             yield process, out, err
-            with trio.fail_after(60):
+            with trio.fail_after(timeout):
                 await process.wait()
     finally:
         if process.returncode is None:

@@ -17,7 +17,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from .support import (
     Hive,
     LineWatcher,
     job_processes,
+    keeper_running,
     recipe,
     running_hive,
 )
@@ -182,30 +188,10 @@ async def fleet_of_three(tmp_path: Path, grace: float = 1.0) -> AsyncIterator[Fl
             yield Fleet(hives, dict(zip(NAMES, places, strict=True)), config, catalog)
 
 
-@asynccontextmanager
-async def keeper_run(
+def keeper_run(
     env: dict[str, str], *args: str
-) -> AsyncIterator[tuple[trio.Process, LineWatcher, LineWatcher]]:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "keeper", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    )
-    out, err = LineWatcher(), LineWatcher()
-    try:
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None and process.stderr is not None
-            nursery.start_soon(out.pump, process.stdout)
-            nursery.start_soon(err.pump, process.stderr)
-            yield process, out, err
-            with trio.fail_after(120):
-                await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+) -> AbstractAsyncContextManager[tuple[trio.Process, LineWatcher, LineWatcher]]:
+    return keeper_running(*args, env=env, timeout=120)
 
 
 async def keeper_at_all(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
