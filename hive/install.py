@@ -57,7 +57,7 @@ from .catalog import Catalog, load_recipe
 from .jobs import Job, JobEngine, JobFailure, JobSpec
 from .jobsandbox import BuildUser, job_environment, which_for
 from .logfile import LogCorrupt, log_path, scan_log
-from .pkgbuild import Recipe, RecipeError, missing_dependencies
+from .pkgbuild import ReaderUnavailable, Recipe, RecipeError, missing_dependencies
 from .store import JobState
 from .swap import MANIFEST, TRASH, Swap, commit, settle, stage, trash_paths
 from .swap import recover as recover_swaps
@@ -177,8 +177,9 @@ class Installer:
         """Submit a job that installs ``worker``, after the checks that can fail fast.
 
         Raises UnknownWorker/InvalidWorkerName, :class:`RecipeBroken`,
-        :class:`MissingDependencies` or :class:`InstallInProgress` before any
-        job exists. If that version is installed already (and not ``force``),
+        :class:`MissingDependencies`, :class:`InstallInProgress` or
+        :class:`~hive.pkgbuild.ReaderUnavailable` (the sealed reader cannot run
+        here now) before any job exists. If that version is installed already (and not ``force``),
         the job does nothing and succeeds at once. The packages of a split
         recipe are installed together, and claimed together.
         """
@@ -211,6 +212,8 @@ class Installer:
             recipe_sha256 = await trio.to_thread.run_sync(_sha256, recipe_dir / "PKGBUILD")
             try:
                 recipe = await load_recipe(source.name, recipe_dir)
+            except ReaderUnavailable:
+                raise  # the machine, not the recipe: no verdict on it
             except RecipeError as exc:
                 raise RecipeBroken(f"recipe {worker!r} is broken: {exc}") from None
             if recipe.problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,46 @@ def builds_left(hive: Hive) -> list[str]:
 
 
 # --------------------------------------------------------------------- catalog
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("chattr") is None,
+    reason="needs root and chattr (an immutable directory refuses even root)",
+)
+async def test_an_install_the_sealed_reader_cannot_read_now_is_503_and_then_works(
+    tmp_path: Path,
+) -> None:
+    # The reader's copy of the recipe goes to the hive's temporary directory:
+    # while that refuses new entries (immutable, which stops root too), recipes
+    # cannot be read sealed. The machine's fault, not the recipe's nor the
+    # request's: 503, no job, and the same request works once it is lifted.
+    # (The build dirs of a root hive live one level down, which stays writable.)
+    catalog = tmp_path / "catalog"
+    write(catalog, "quick", pkgbuild("quick"))
+    write(catalog, "other", pkgbuild("other"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    async with running_hive(tmp_path / "state", catalog=catalog, env=env) as hive:
+        job, _ = await run_install(hive, "other")  # makes the build root, if in TMPDIR
+        assert job["state"] == "succeeded", job
+        subprocess.run(["chattr", "+i", str(scratch)], check=True)
+        try:
+            async with hive.client() as client:
+                refused = await submit(client, "quick")
+                jobs = (await client.get("/v1/jobs")).json()["jobs"]
+        finally:
+            subprocess.run(["chattr", "-i", str(scratch)], check=True)
+        assert refused.status_code == 503, refused.text
+        body = refused.json()
+        assert body["error"] == "reader_unavailable"
+        assert body["message"].startswith("cannot read the recipe of 'quick' here now: ")
+        assert "Operation not permitted" in body["message"]
+        assert [j["worker"] for j in jobs] == ["other"]  # no job for the refused request
+        assert builds_left(hive) == []
+        job, _ = await run_install(hive, "quick")
+        assert job["state"] == "succeeded", job
+        assert installed_versions(hive, "quick") == ["1-1"]
 
 
 async def test_broken_recipes_are_listed_and_refused_the_rest_works(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ..catalog import UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
 from ..joblog import LogUnavailable
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
+from ..pkgbuild import ReaderUnavailable
 from .context import pace, services
 from .errors import FOLLOWER_GONE, ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object, takes_body
@@ -73,6 +74,9 @@ async def submit() -> tuple[Response, int]:
         fail(422, "broken_recipe", str(exc))
     except MissingDependencies as exc:
         fail(422, "missing_dependencies", str(exc), missing=exc.missing)
+    except ReaderUnavailable as exc:
+        # The request was fine; the machine cannot read recipes (sealed) now.
+        fail(503, "reader_unavailable", f"cannot read the recipe of {worker!r} here now: {exc}")
     return jsonify(job.to_json()), 201
 
 
