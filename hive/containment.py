@@ -75,7 +75,8 @@ class Containment:
 
 
 class JobTree:
-    """One job's containment: :meth:`spawn` once, then :meth:`teardown` once."""
+    """One job's containment: :meth:`spawn` once, then :meth:`teardown` once,
+    then :meth:`release` (which the job may run alongside its own last steps)."""
 
     def __init__(self, containment: Containment, job_id: str) -> None:
         self._containment = containment
@@ -84,6 +85,7 @@ class JobTree:
         self._process: trio.Process | None = None
         self._identity = JobIdentity(job_id, None, None, 0)
         self._namespace: NamespaceInit | None = None
+        self._report: TeardownReport | None = None
 
     async def spawn(
         self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None
@@ -171,7 +173,8 @@ class JobTree:
     async def teardown(
         self, *, grace: float, notify: Callable[[str], None] = lambda _line: None
     ) -> TeardownReport:
-        """Kill and verify with every layer; then release the cgroup and the record."""
+        """Kill and verify with every layer, and read the job's usage from its
+        cgroup; :meth:`release` then removes the cgroup and the record."""
         c = self._containment
         killer = TreeKiller(
             self._identity,
@@ -191,8 +194,17 @@ class JobTree:
                 self._namespace.close()
         if self._cgroup is not None:
             report.usage = self._cgroup.usage()
-        self._release(report)
+        self._report = report
         return report
+
+    async def release(self) -> None:
+        """After :meth:`teardown`: remove the (empty) cgroup and the running
+        record, in a thread (removing a cgroup takes the kernel milliseconds);
+        a problem lands in the report's errors. Nothing to do if the job never
+        ran, or its teardown was not clean (the next hive tries again)."""
+        report, self._report = self._report, None
+        if report is not None:
+            await trio.to_thread.run_sync(self._release, report)
 
     def _layers(self) -> list[str]:
         """The containment's layers; the namespace only if this job got one."""

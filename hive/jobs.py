@@ -39,7 +39,7 @@ import trio
 from hivewire.protocol import Stream
 
 from . import faults
-from .containment import Containment
+from .containment import Containment, JobTree
 from .joblog import JobLog
 from .logfile import end_event, log_path
 from .pipes import PipeReader
@@ -117,6 +117,11 @@ class Job:
     #: only renames, so a cancel no longer interrupts it.
     finishing: bool = False
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    #: Set once the ``end`` event is in the job's log file, where followers
+    #: read it: the outcome is final and every process of the job is gone (or
+    #: the report says what is left). What :attr:`ended` adds comes after it:
+    #: the log flushed to stable storage, the record saved, the outcome settled.
+    concluded: trio.Event = field(default_factory=trio.Event)
     ended: trio.Event = field(default_factory=trio.Event)
     #: Called after every state change (the engine uses it to wake watchers).
     on_change: Callable[[Job], None] = field(default=lambda _job: None, repr=False)
@@ -181,6 +186,7 @@ class Job:
             cancel_requested_by=record.cancel_requested_by,
             teardown=_teardown_from_json(teardown) if teardown else None,
         )
+        job.concluded.set()
         job.ended.set()
         return job
 
@@ -384,11 +390,12 @@ class JobEngine:
             await self._lifecycle(job)
 
     async def _lifecycle(self, job: Job) -> None:
+        tree = self.containment.open(job.id)
         try:
             with job.cancel_scope:
                 if job.spec.argv:  # a job without argv has only its finish step
                     async with self._slots:
-                        await self._execute(job)
+                        await self._execute(job, tree)
             if job.state == JobState.FAILED:
                 pass
             elif job.cancel_requested_by is not None:
@@ -401,11 +408,10 @@ class JobEngine:
             job.state, job.error = JobState.FAILED, f"internal error: {exc}"
         finally:
             with trio.CancelScope(shield=True):
-                await self._end(job)
+                await self._end(job, tree)
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job, tree: JobTree) -> None:
         spec = job.spec
-        tree = self.containment.open(job.id)
         try:
             process = await tree.spawn(spec.argv, env=spec.env, cwd=spec.cwd)
         except OSError as exc:
@@ -448,6 +454,14 @@ class JobEngine:
         if job.exit_code != 0 and job.cancel_requested_by is None and job.state != JobState.FAILED:
             job.state, job.error = JobState.FAILED, _describe_exit(job.exit_code)
 
+    @staticmethod
+    async def _cleanup(job: Job) -> None:
+        if job.spec.cleanup is not None:
+            try:
+                await job.spec.cleanup(job)
+            except Exception:
+                log.exception("job %s: cleanup failed", job.id)
+
     async def _finish(self, job: Job) -> None:
         if job.spec.finish is None:
             job.state = JobState.SUCCEEDED
@@ -459,18 +473,14 @@ class JobEngine:
         else:
             job.state = JobState.SUCCEEDED
 
-    async def _end(self, job: Job) -> None:
-        if job.spec.cleanup is not None:
-            try:
-                await job.spec.cleanup(job)
-            except Exception:
-                log.exception("job %s: cleanup failed", job.id)
+    async def _end(self, job: Job, tree: JobTree) -> None:
+        # What must precede the end event, side by side: none waits for another.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tree.release)
+            nursery.start_soon(self._cleanup, job)
+            nursery.start_soon(_sync_output, job)
         if job.teardown is not None and (leftover := job.teardown.problem):
             job.error = f"{job.error}; {leftover}" if job.error else leftover
-        try:
-            await job.log.sync()  # the output, before the outcome that depends on it
-        except OSError as exc:
-            _log_failed(job, exc)
         job.ended_at = now()
         job.set_state(job.state)
         teardown_json = job.teardown.to_json() if job.teardown else None
@@ -484,6 +494,8 @@ class JobEngine:
                 ended_at=job.ended_at,
             )
         )
+        await job.log.flush()
+        job.concluded.set()
         with contextlib.suppress(OSError):  # logged; the record says the log is incomplete
             await job.log.sync()
         faults.point("job:end-logged")
@@ -508,6 +520,14 @@ class JobEngine:
             if teardown
             else "",
         )
+
+
+async def _sync_output(job: Job) -> None:
+    """The output, on disk before the outcome that depends on it."""
+    try:
+        await job.log.sync()
+    except OSError as exc:
+        _log_failed(job, exc)
 
 
 def _log_failed(job: Job, exc: OSError) -> None:

@@ -22,6 +22,11 @@ Every member is signalled through a pidfd (so a recycled pid is never hit), and
 the exits are awaited on those pidfds instead of polling. A sweep re-scans until
 a pass finds nothing new, so a process forked while the sweep runs is caught.
 
+A job in a PID namespace of its own needs none of the scans of ``/proc`` for
+its verdict: the exit of the namespace's init is the kernel's word that every
+process of the namespace is gone (see :class:`TreeKiller`), and its members
+are counted from its cgroup and the children lists, not from the process table.
+
 "Gone" is judged from the process state, never from ``killpg(pgid, 0)``: an
 exited process stays a zombie until its parent reaps it. Zombies that are the
 hive's own (re-parented) children are reaped here, at once.
@@ -117,11 +122,12 @@ class NamespaceInit:
 
     def exited(self) -> bool:
         """Whether the init has exited, and with it every process of the namespace."""
-        if self.pidfd < 0:
-            return True
-        poller = select.poll()
-        poller.register(self.pidfd, select.POLLIN)
-        return bool(poller.poll(0))
+        return self.pidfd < 0 or _exited(self.pidfd)
+
+    def reap(self) -> bool:
+        """Reap the exited init if it is this process's child (re-parented to
+        the hive, a subreaper, once the job's leader exited); whether we did."""
+        return self.pidfd >= 0 and reap(self.pidfd)
 
     def kill(self) -> bool:
         """SIGKILL the init: the kernel kills every process of the namespace."""
@@ -363,6 +369,13 @@ async def spawn(
     )
 
 
+def _exited(pidfd: int) -> bool:
+    """Whether the process behind ``pidfd`` has exited (its pidfd is readable)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def reap(pidfd: int) -> bool:
     """Reap the exited process behind ``pidfd`` if it is our child; whether we did.
 
@@ -415,33 +428,44 @@ class TreeKiller:
 
     How it stays fast without skipping a check:
 
-    - *The strike.* While the leader is not reaped (alive or a zombie) its pid,
-      which is the job's pgid, cannot be reused, so ``killpg`` can only reach
-      the job's own group: one system call signals the whole group. It comes
-      right after a census of the members (so that every member is counted
-      and attributed while it still exists), before pidfds are opened and
-      before anything else is read. (``trio.Process.returncode`` would reap
-      the leader; the check reads ``/proc`` instead.) A member of the census
-      that the strike reached counts as signalled, even if it was gone before
-      it could be looked at again.
-    - *The namespace.* With a PID namespace, SIGKILL goes to its init first:
-      the kernel kills every process in it, whatever it did to hide, and the
-      init is the last to go. Its exit is the verdict; the scans below stay
-      as the cross-check (and find what left the namespace, which nothing
-      forked inside it can).
+    - *A job in its own namespace* (the job's leader is this hive's) is
+      counted without reading the process table: its members are the leader,
+      the processes its cgroup lists (one read) and, when those are not all,
+      the init's descendants from the children lists (see
+      :meth:`_census_namespace`); each gets its signal through its pidfd, so
+      the count of what was signalled is exact without a group strike. The
+      verdict is the kernel's: the init has exited, which it does only once
+      every process of the namespace is gone, no tracked member lives, the
+      leader has exited and the cgroup holds nothing (see
+      :meth:`_namespace_vouches`); no scan of ``/proc`` is needed. SIGKILL
+      goes to the init first: the kernel kills every process in the
+      namespace, whatever it did to hide. A job whose namespace does not
+      vouch (blind, or something alive in its cgroup) gets the full scans
+      below after all.
+    - *The strike* (any other job). While the leader is not reaped (alive or
+      a zombie) its pid, which is the job's pgid, cannot be reused, so
+      ``killpg`` can only reach the job's own group: one system call signals
+      the whole group. It comes right after a census of the members (so that
+      every member is counted and attributed while it still exists), before
+      pidfds are opened and before anything else is read.
+      (``trio.Process.returncode`` would reap the leader; the check reads
+      ``/proc`` instead.) A member of the census that the strike reached
+      counts as signalled, even if it was gone before it could be looked at
+      again.
     - *The walk.* The census and the rescans while members die look only at
       the job's part of the process tree: this process's children (as a
       child subreaper, every orphan of the job is re-parented to us), the
       namespace's init and the cgroup's members, then children of members,
       from ``/proc/PID/task/TID/children``. It costs what the job has, not
       what the machine has.
-    - *The verdict.* A job is declared gone only after every tracked member's
-      pidfd said it exited *and* a full scan of ``/proc`` by every layer
-      (process group and session, environment marker, cgroup, namespace,
-      descendants) finds no live member. The walk may miss a process (the
-      children list is inexact while a parent reaps, and a marked process
-      outside our tree is not under us); the full scan does not, and whatever
-      it finds is signalled and waited for in another round.
+    - *The verdict* (without a namespace that vouches). A job is declared
+      gone only after every tracked member's pidfd said it exited *and* a
+      full scan of ``/proc`` by every layer (process group and session,
+      environment marker, cgroup, namespace, descendants) finds no live
+      member. The walk may miss a process (the children list is inexact
+      while a parent reaps, and a marked process outside our tree is not
+      under us); the full scan does not, and whatever it finds is signalled
+      and waited for in another round.
     - Exits are awaited on pidfds through one epoll set, not one task each.
     - *Exhaustion.* Out of descriptors or memory, ``/proc`` cannot be read nor
       pidfds opened: the teardown then goes on blind with what needs no new
@@ -479,8 +503,17 @@ class TreeKiller:
         #: Walk the job's part of the tree (else: scan all of /proc every time).
         #: A job this hive did not start (recovery) is not under it.
         self._walk = leader is not None and HAS_CHILDREN_FILE
-        #: Whether the last full scan found nothing alive: the verdict holds.
+        #: Whether the verdict holds: the last full scan found nothing alive,
+        #: or the job's namespace vouched for it (see :meth:`_namespace_vouches`).
         self._verified = False
+        #: Whether the verdict is the namespace's, with no full scan.
+        self._vouched = False
+        #: Whether the process table was read (the process-group and
+        #: environment layers judge from it); a job whose namespace vouched
+        #: for it may never need to (see :meth:`_census_namespace`).
+        self._scanned = False
+        #: Whether the namespace census has run once (see :meth:`_census_namespace`).
+        self._counted = False
         #: Why /proc could not be read or a pidfd opened (exhaustion), if so.
         self._blind: str | None = None
         #: Members of a census that the strike reached and that were gone
@@ -515,15 +548,24 @@ class TreeKiller:
             if self._blind is not None:
                 report.errors.append(self._blind)
                 report.verified = bool(report.namespace_empty)
-            if self._reaper is not None:
+            if self._reaper is not None and not self._vouched:
                 # Orphans that exited before we saw them, e.g. the setsid'd
-                # middle process of a double fork, are zombies of ours.
+                # middle process of a double fork, are zombies of ours. (In a
+                # namespace they are its init's, which reaped them.)
                 report.reaped += self._reaper.reap_orphans(self._sessions)
             leader = self._leader
             if leader is not None and leader.pid not in report.left_pids:
                 # Reap the leader (through trio, which owns it) so that it is no zombie.
                 with trio.move_on_after(KILL_TIMEOUT):
                     await leader.wait()
+            if self._namespace is not None:
+                # Once the leader is gone the init is ours: leave no zombie.
+                self._namespace.reap()
+            if not self._scanned:
+                # Only the layers that looked are named.
+                for layer in (Layer.PROCESS_GROUP, Layer.ENVIRONMENT):
+                    if layer in report.layers:
+                        report.layers.remove(layer)
         finally:
             for tracked in self._tracked.values():
                 if tracked.pidfd >= 0:
@@ -580,6 +622,37 @@ class TreeKiller:
     def _init_running(self) -> bool:
         return self._namespace is not None and not self._namespace.exited()
 
+    def _namespace_vouches(self) -> bool:
+        """Whether the kernel's word is the verdict, with no scan of ``/proc``.
+
+        The init of the job's namespace has exited, and the kernel lets an
+        init exit only once every other process of its namespace is gone; a
+        process cannot leave its PID namespace, so everything forked inside
+        the job is gone. Outside it, the job has only its leader (which this
+        hive started, and which made the namespace): it must have exited too;
+        and the cgroup, if the job has one, must hold nothing alive (what else
+        could be in it is no process the namespace knows of). Each tracked
+        member's pidfd has said it exited before this is asked.
+        """
+        namespace = self._namespace
+        if not self._walk or namespace is None or self._blind or not namespace.exited():
+            return False
+        leader = self._leader
+        if leader is not None:
+            try:
+                stat = read_stat(leader.pid)
+            except OSError as exc:
+                if not exhausted(exc):
+                    raise
+                return False
+            if (
+                stat is not None
+                and not stat.dead
+                and stat.start_time == self._job.leader_start_time
+            ):
+                return False
+        return not self._populated()
+
     def _in_namespace(self, pids: Iterable[int]) -> set[int]:
         namespace = self._namespace
         if namespace is None or namespace.namespace is None:
@@ -592,6 +665,7 @@ class TreeKiller:
         """Look for members: the process table (all of it, or the job's part),
         the identity to judge it by, the marked pids, the cgroup's pids and
         those in the job's namespace."""
+        self._scanned = True
         in_cgroup = self._cgroup.pids() if self._cgroup is not None else set()
         init = [self._namespace.pid] if self._namespace is not None else []
         if full:
@@ -631,7 +705,20 @@ class TreeKiller:
         With ``strike``, the members are counted first and then the group gets
         ``strike`` by ``killpg`` (see :meth:`_strike`) before they are tracked.
         Out of descriptors or memory, it strikes blind and tracks nothing new.
+
+        A job in a namespace of its own is counted by :meth:`_census_namespace`
+        instead, unless ``full``.
         """
+        if not full and self._walk and self._namespace is not None:
+            try:
+                return self._census_namespace(self._namespace)
+            except OSError as exc:
+                if not exhausted(exc):
+                    raise
+                self._blind = f"cannot read /proc: {exc.strerror or exc}"
+                if strike is not None:
+                    self._strike(strike)
+                return []
         try:
             procs, job, marked, in_cgroup, in_namespace = self._scan(full=full)
         except OSError as exc:
@@ -700,6 +787,90 @@ class TreeKiller:
             first = self._sessions.get(stat.sid, stat.start_time)
             self._sessions[stat.sid] = min(first, stat.start_time)
             new.append(tracked)
+        return new
+
+    def _census_namespace(self, namespace: NamespaceInit) -> list[_Tracked]:
+        """Track the job's processes that are not tracked yet, without reading
+        the process table; return them.
+
+        Everything forked in the job's namespace descends from its init (an
+        orphan is re-parented to the init or to a subreaper below it), and a
+        process cannot leave its namespace; outside it the job has only its
+        leader. So the members are: the leader; the processes of the job's
+        cgroup, which one read lists (the first census, with a cgroup, stops
+        there: a process that left the cgroup keeps the init running, and the
+        next look finds it); and the init's descendants, found from the init
+        down by the children lists, one read per process. No ``stat`` and no
+        environment is read: the members are signalled by their pidfds, with
+        no group strike to account for.
+
+        Naming: a pid of the cgroup's list names a member if it is listed
+        again once its pidfd is open (the cgroup's accounting for a pid only
+        lists a process of the job, recycled or not); a pid of a children
+        list, if once its pidfd is open it is in the job's namespace and
+        alive (a live process keeps its pid). A list read while its parent
+        reaps may miss a child: the caller looks again while the init runs,
+        and the init's exit is the verdict (see :meth:`_namespace_vouches`).
+        """
+        new: list[_Tracked] = []
+
+        def track(pid: int, pidfd: int, layers: frozenset[Layer]) -> None:
+            if namespace.namespace is not None and pid_namespace(pid) == namespace.namespace:
+                layers |= {Layer.NAMESPACE}
+            tracked = _Tracked(pid, pidfd, layers)
+            self._tracked[pid] = tracked
+            self._found.append(layers)
+            new.append(tracked)
+
+        def open_pidfd(pid: int) -> int | None:
+            try:
+                return os.pidfd_open(pid)
+            except ProcessLookupError:
+                return None
+
+        leader = self._leader
+        if (
+            leader is not None
+            and leader.pid not in self._tracked
+            and self._leader_unreaped()  # so its pid names it (not in the namespace it made)
+            and (pidfd := open_pidfd(leader.pid)) is not None
+        ):
+            track(leader.pid, pidfd, frozenset())
+        cgroup = self._cgroup
+        if cgroup is not None:
+            opened = {}
+            for pid in cgroup.pids() - self._tracked.keys():
+                if (pidfd := open_pidfd(pid)) is not None:
+                    opened[pid] = pidfd
+            listed = cgroup.pids() if opened else set()
+            for pid, pidfd in opened.items():
+                if pid in listed:
+                    track(pid, pidfd, frozenset({Layer.CGROUP}))
+                else:
+                    os.close(pidfd)
+            if not self._counted:
+                self._counted = True
+                return new
+        self._counted = True
+        in_cgroup = cgroup.pids() if cgroup is not None else set()
+        descendant = frozenset({Layer.DESCENDANTS})
+        seen = {namespace.pid}
+        stack = [namespace.pid]
+        while stack:
+            for pid in children_of(stack.pop()):
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                stack.append(pid)
+                if pid in self._tracked:
+                    continue
+                pidfd = open_pidfd(pid)
+                if pidfd is None:
+                    continue
+                if pid_namespace(pid) != namespace.namespace or _exited(pidfd):
+                    os.close(pidfd)
+                    continue
+                track(pid, pidfd, descendant | ({Layer.CGROUP} if pid in in_cgroup else set()))
         return new
 
     def _alive(self, *, including_failed: bool = False) -> list[_Tracked]:
@@ -788,7 +959,7 @@ class TreeKiller:
         all the processes that appeared later (a loop that keeps forking would
         otherwise write a line every rescan).
         """
-        self._verified = False
+        self._verified = self._vouched = False
         self._blind = None
         self._discover(full=not self._walk, strike=sig)
         first = self._signal(sig, report)
@@ -810,6 +981,9 @@ class TreeKiller:
                     # child we do not know of: look for new ones. (The init
                     # exits once it has no child left: that is the verdict.)
                     self._discover(full=not self._walk)
+                elif self._namespace_vouches():
+                    self._verified = self._vouched = True
+                    return
                 else:
                     if self._reaper is not None:
                         report.reaped += self._reaper.reap_orphans(self._sessions)

@@ -104,7 +104,9 @@ async def cancel_job(job_id: str) -> tuple[Response, int]:
     except JobAlreadyEnded:
         fail(409, "job_ended", f"job {job.id} already ended: {job.state}", state=job.state)
     if wait in ("true", "1"):
-        await job.ended.wait()
+        # Once the end event is written: its fsync, the record and what an
+        # install settles then follow, and the answer need not wait for them.
+        await job.concluded.wait()
         return jsonify(job.to_json()), 200
     return jsonify(job.to_json()), 202
 

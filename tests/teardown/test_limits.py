@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -67,7 +68,19 @@ async def frozen(proc: Proc) -> AsyncIterator[None]:
         for pid in (cgroup / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):
                 (FREEZER / "cgroup.procs").write_text(pid)
+        # A thawed task with a SIGKILL pending may still be exiting, and keeps
+        # its cgroup busy until it has: the removal is retried until then.
+        await wait_until(lambda: _removed(cgroup))
+
+
+def _removed(cgroup: Path) -> bool:
+    try:
         cgroup.rmdir()
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        return False
+    return True
 
 
 @pytest.mark.skipif(
