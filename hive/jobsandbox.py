@@ -20,12 +20,13 @@ other teardown layers then do all the work; the build user still applies).
 Imports only the standard library: ``bench/`` uses it to run a build the way
 the hive does, without the engine.
 
-Written before ``hive/sandbox.py`` (the sealed reading of recipes, on the
-issue-14 branch) existed. That one seals a command whose exit ends its
-namespace (util-linux ``unshare``, the init exits with the command), which is
-right for reading metadata; a build needs an init that outlives its command
-(see :mod:`hive.jobinit`). The build-user lookup and the namespace probe here
-overlap with its ``detect``: once both are on main they should become one.
+:mod:`hive.sandbox` (the sealed reading of recipes) seals a command whose exit
+ends its namespace (util-linux ``unshare``, the init exits with the command),
+which is right for reading metadata; a build needs an init that outlives its
+command (see :mod:`hive.jobinit`). What the two share lives here, once: who
+runs recipe code (:class:`BuildUser`), when a user namespace is needed
+(:func:`needs_user_namespace`), and how a probe of the machine is run and its
+failure told (:func:`probe`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,36 @@ def job_environment(user: BuildUser | None = None, home: Path | None = None) -> 
     return env
 
 
+def needs_user_namespace() -> bool:
+    """Whether a namespace needs a user namespace to be made: for a hive that
+    is not root (one that maps only the hive's own uid, never host root)."""
+    return os.geteuid() != 0
+
+
+def probe(argv: Sequence[str], *, noise: Sequence[str] = ()) -> str | None:
+    """Run ``argv``, a try of something this machine may refuse; None when it
+    worked, else why not in one line: the last line of its stderr that
+    contains none of ``noise``, or its exit status."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run {Path(argv[0]).name}: {str(exc).splitlines()[0]}"
+    if done.returncode == 0:
+        return None
+    lines = [
+        line.strip()
+        for line in done.stderr.decode(errors="replace").splitlines()
+        if line.strip() and not any(text in line for text in noise)
+    ]
+    return lines[-1] if lines else f"{Path(argv[0]).name} exited {done.returncode}"
+
+
 @dataclass(frozen=True)
 class JobSandbox:
     """How this hive starts recipe code."""
@@ -143,7 +174,7 @@ class JobSandbox:
     @property
     def user_namespace(self) -> bool:
         """A hive that is not root needs a user namespace to make a PID namespace."""
-        return self.namespace and os.geteuid() != 0
+        return self.namespace and needs_user_namespace()
 
     def wrap(self, argv: list[str], *, pid_fd: int | None = None) -> list[str]:
         """``argv`` started through :mod:`hive.jobinit`; ``pid_fd`` (inherited
@@ -170,18 +201,8 @@ def probe_namespace() -> tuple[bool, str]:
     if os.environ.get(DISABLE_VARIABLE) == "1":
         return False, f"disabled by {DISABLE_VARIABLE}=1"
     sandbox = JobSandbox(namespace=True)
-    try:
-        done = subprocess.run(
-            sandbox.wrap(["true"]),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"cannot start {JOBINIT.name}: {exc}"
-    if done.returncode != 0:
-        why = done.stderr.decode(errors="replace").strip().splitlines()
-        return False, why[-1] if why else f"{JOBINIT.name} exited {done.returncode}"
+    failure = probe(sandbox.wrap(["true"]))
+    if failure is not None:
+        return False, failure
     kind = "with a user namespace" if sandbox.user_namespace else "as root"
     return True, f"a PID namespace per job ({kind})"

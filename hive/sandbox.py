@@ -32,18 +32,18 @@ from __future__ import annotations
 
 import functools
 import os
-import pwd
 import shutil
-import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-#: The unprivileged user a root hive runs sealed code as; exists on a fresh Debian.
-DEFAULT_USER = "nobody"
-
-#: How long a probe of the machine may take.
-PROBE_TIMEOUT = 10.0
+from .jobsandbox import (
+    DEFAULT_BUILD_USER,
+    BuildUser,
+    BuildUserError,
+    needs_user_namespace,
+    probe,
+)
 
 #: unshare(1) run from a process with blocked signals prints this harmless line,
 #: and mount(8) adds a hint to its errors that says nothing.
@@ -118,7 +118,7 @@ class Seal:
     writable (and must exist); everything else is read-only when ``readonly``.
     """
 
-    user: str = DEFAULT_USER
+    user: str = DEFAULT_BUILD_USER
     network: bool = False
     readonly: bool = True
     writable: tuple[Path, ...] = ()
@@ -138,8 +138,6 @@ class Capabilities:
     setpriv: bool
     #: Why a layer is missing, for the operator ("" when all are there).
     reason: str = ""
-    #: The uid/gid of the unprivileged users looked up, by name.
-    users: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
 
     @property
     def layers(self) -> list[str]:
@@ -157,28 +155,6 @@ class Capabilities:
         """One line: which layers are active, and why others are not."""
         active = ", ".join(self.layers) or "none"
         return f"{active}{f' ({self.reason})' if self.reason else ''}"
-
-
-def _probe(argv: list[str]) -> str | None:
-    """Run ``argv``; None when it worked, else the reason in one line."""
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=PROBE_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return str(exc).splitlines()[0]
-    if done.returncode == 0:
-        return None
-    lines = [
-        line
-        for line in done.stderr.decode(errors="replace").splitlines()
-        if line.strip() and not any(noise in line for noise in UNSHARE_NOISE)
-    ]
-    return lines[-1] if lines else f"exit status {done.returncode}"
 
 
 def _namespace_args(user_namespace: bool, network: bool) -> list[str]:
@@ -200,7 +176,7 @@ def detect() -> Capabilities:
     ``HIVE_DISABLE_NAMESPACES=1`` turns the namespace layer off, to test the
     fallback or to run where probing itself misbehaves.
     """
-    root = os.geteuid() == 0
+    root = not needs_user_namespace()
     setpriv = shutil.which("setpriv") is not None
     reasons: list[str] = []
     namespaces = False
@@ -212,34 +188,32 @@ def detect() -> Capabilities:
     else:
         bash = shutil.which("bash") or "/bin/bash"
         argv = _namespace_args(user_namespace, network=False)
-        failure = _probe([*argv, bash, "-c", SETUP_SCRIPT, "setup", "-", "1", "0", "true"])
+        setup = [*argv, bash, "-c", SETUP_SCRIPT, "setup", "-", "1", "0", "true"]
+        failure = probe(setup, noise=UNSHARE_NOISE)
         if failure is None:
             namespaces = True
         else:
             reasons.append(f"no namespaces: {failure}")
     if root and not setpriv:
         reasons.append("setpriv is not installed: sealed code would run as root")
-    users: dict[str, tuple[int, int]] = {}
     if root:
         try:
-            entry = pwd.getpwnam(DEFAULT_USER)
-            users[DEFAULT_USER] = (entry.pw_uid, entry.pw_gid)
-        except KeyError:
-            reasons.append(f"user {DEFAULT_USER!r} does not exist")
+            BuildUser.lookup(DEFAULT_BUILD_USER)
+        except BuildUserError as exc:
+            reasons.append(str(exc))
     return Capabilities(
         root=root,
         namespaces=namespaces,
         user_namespace=user_namespace and namespaces,
         setpriv=setpriv,
         reason="; ".join(reasons),
-        users=users,
     )
 
 
 def _user_spec(name: str) -> str:
     """``uid:gid`` of ``name`` (numbers: setpriv needs no NSS lookup then)."""
-    entry = pwd.getpwnam(name)
-    return f"{entry.pw_uid}:{entry.pw_gid}"
+    user = BuildUser.lookup(name)
+    return f"{user.uid}:{user.gid}"
 
 
 def command(
@@ -251,7 +225,8 @@ def command(
     returned process (util-linux ``unshare``) with SIGKILL and the kernel kills
     everything the command started. Without them, the caller must still kill
     the command's process group itself (start it in a new session).
-    Raises ``KeyError`` when ``seal.user`` does not exist on a root hive.
+    Raises :class:`~hive.jobsandbox.BuildUserError` when ``seal.user`` cannot
+    run it on a root hive (no such user, or root).
     """
     caps = caps or detect()
     user = _user_spec(seal.user) if caps.root and caps.setpriv else "-"
@@ -282,8 +257,8 @@ def readable_by(seal: Seal, caps: Capabilities | None = None) -> tuple[int, int]
     what a caller must make its input readable for."""
     caps = caps or detect()
     if caps.root and caps.setpriv:
-        entry = pwd.getpwnam(seal.user)
-        return (entry.pw_uid, entry.pw_gid)
+        user = BuildUser.lookup(seal.user)
+        return (user.uid, user.gid)
     return None
 
 
