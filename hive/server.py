@@ -290,7 +290,11 @@ async def _serve(
     max_websockets = config.max_websockets or fds.max_websockets()
     pace = Pace()
     services = Services(
-        engine=engine, installer=installer, layers=layers, recovered=containment.recovered
+        engine=engine,
+        installer=installer,
+        layers=layers,
+        reader_layers=sandbox.detect().layers,  # probed before the containment: cached
+        recovered=containment.recovered,
     )
     app = create_app(
         services,

@@ -21,6 +21,8 @@ class Services:
     installer: Installer
     #: Teardown mechanisms in use, as reported at start-up and by /v1/health.
     layers: list[str] = field(default_factory=list)
+    #: The sealed recipe reader's layers (:attr:`hive.sandbox.Capabilities.layers`).
+    reader_layers: list[str] = field(default_factory=list)
     #: Jobs a previous hive on this state dir left running; torn down at start-up.
     recovered: list[RecoveredJob] = field(default_factory=list)
     #: Set when the hive starts to shut down: followers stop waiting for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from hive import sandbox
+
+from .support import running_hive
 
 CAPS = sandbox.detect()
 needs_namespaces = pytest.mark.skipif(
@@ -152,3 +155,22 @@ def test_host_mounts_under_tmp_do_not_break_the_seal(tmp_path: Path) -> None:
         subprocess.run(["umount", str(point)], check=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sealed\n"
+
+
+async def test_health_names_the_readers_layers(tmp_path: Path) -> None:
+    """``/v1/health`` says what seals the reading of recipes, as it says what
+    tears jobs down; the switch that turns the reader's namespaces off shows."""
+    found = {}
+    for name, env in [("on", {}), ("off", {"HIVE_DISABLE_NAMESPACES": "1"})]:
+        async with running_hive(tmp_path / name, env=env) as hive, hive.client() as client:
+            health = (await client.get("/v1/health")).json()
+        assert "pid-namespace" in health["teardown_layers"] or not CAPS.namespaces
+        found[name] = health["reader_layers"]
+    root = os.geteuid() == 0
+    dropped = ["unprivileged-user"] if root and shutil.which("setpriv") else []
+    assert found["off"] == dropped
+    if CAPS.namespaces:
+        sealed = ["pid-namespace", "mount-namespace", "net-namespace"]
+        assert found["on"] == sealed + ([] if root else ["user-namespace"]) + dropped
+    else:
+        assert found["on"] == dropped

@@ -23,6 +23,7 @@ async def health() -> Response:
             "api": API_VERSION,
             "grace": hive.engine.grace,
             "teardown_layers": hive.layers,
+            "reader_layers": hive.reader_layers,
             "jobs": {"total": len(jobs), "active": sum(not job.state.final for job in jobs)},
         }
     )
