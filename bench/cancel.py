@@ -5,9 +5,10 @@ one that ignores it (SIGKILL after the grace period), one whose 14 sleeps call
 ``setsid`` and so leave the process group. Each is cancelled three ways, in the
 same run:
 
-* the hive: ``DELETE /v1/jobs/ID`` → the ``end`` event on an open stream
-  (through the keeper's client code), which the hive sends only after it
-  verified that no process of the job is left;
+* the hive: ``DELETE /v1/jobs/ID?wait=true`` → the ``end`` event on an open
+  stream (through the keeper's client code), which the hive sends only after
+  it verified that no process of the job is left; and → the answer to the
+  ``DELETE`` itself, which comes with the end event;
 * the limit: the same tree started by us in its own session, ``killpg``
   (SIGTERM; SIGKILL after the grace period), and a wait on pidfds until every
   member of the group has exited;
@@ -99,6 +100,8 @@ class Sample:
     left_later: int = 0
     #: The hive's own account of its teardown (the end event's report).
     teardown_ms: float = 0.0
+    #: The answer to ``DELETE ?wait=true`` (the hive only).
+    answer_ms: float = 0.0
     #: The tree's processes, as found before the cancel.
     procs: set[Proc] = field(default_factory=set)
 
@@ -156,15 +159,22 @@ async def _wait_exited(procs: set[Proc]) -> None:
 
 
 async def hive_cancel(client: HiveClient, tree: Tree) -> Sample:
-    """DELETE → ``end``, on a stream opened before the cancel."""
+    """DELETE ?wait=true → ``end``, on a stream opened before the cancel; and →
+    the DELETE's answer."""
     job_id = (await client.submit(tree.recipe))["id"]
-    async with client.stream(job_id) as events:
+    answered: list[float] = []
+
+    async def cancel() -> None:
+        await client.cancel(job_id, wait=True)
+        answered.append(time.perf_counter())
+
+    async with client.stream(job_id) as events, trio.open_nursery() as nursery:
         async for event in events:
             if getattr(event, "body", {}).get("state") == "running":
                 break
         procs = await _wait_for_tree((await client.job(job_id))["pid"])
         started = time.perf_counter()
-        await client.cancel(job_id)
+        nursery.start_soon(cancel)
         async for event in events:
             if getattr(event, "type", None) == "end":
                 elapsed = time.perf_counter() - started
@@ -174,7 +184,9 @@ async def hive_cancel(client: HiveClient, tree: Tree) -> Sample:
         raise RuntimeError(f"job {job_id} ended {end['state']}, not cancelled")
     left = alive(procs)
     teardown_ms = end["teardown"]["seconds"] * 1000
-    return Sample(elapsed * 1000, len(left), await _settle(left), teardown_ms, procs)
+    answer_ms = (answered[0] - started) * 1000
+    later = await _settle(left)
+    return Sample(elapsed * 1000, len(left), later, teardown_ms, answer_ms, procs)
 
 
 # ---------------------------------------------------------------- the limit
@@ -311,7 +323,8 @@ def figures(tree: Tree, hive: list[Sample], bare: list[Sample], peer: list[Sampl
         return Figure("cancel", f"{tree.label}: {name}", unit, values)
 
     limit = figure("bare killpg + wait (the limit)", "ms", [s.ms for s in bare])
-    ours = figure("hive: DELETE → end event", "ms", [s.ms for s in hive]).compare(limit)
+    ours = figure("hive: DELETE ?wait=true → end event", "ms", [s.ms for s in hive]).compare(limit)
+    answer = figure("hive: DELETE ?wait=true → its answer", "ms", [s.answer_ms for s in hive])
     teardown = figure("hive: of which teardown (its report)", "ms", [s.teardown_ms for s in hive])
     theirs = figure("supervisord stopProcess", "ms", [s.ms for s in peer]).compare(limit)
     per_round = figure(
@@ -338,7 +351,7 @@ def figures(tree: Tree, hive: list[Sample], bare: list[Sample], peer: list[Sampl
         ),
     ]
     left[0].judge("0, always", max(left[0].samples) == 0)
-    return [limit, ours, teardown.compare(limit), per_round, theirs, *left]
+    return [limit, ours, answer.compare(limit), teardown.compare(limit), per_round, theirs, *left]
 
 
 async def measure(
