@@ -203,8 +203,12 @@ class JobTree:
         a problem lands in the report's errors. Nothing to do if the job never
         ran, or its teardown was not clean (the next hive tries again)."""
         report, self._report = self._report, None
-        if report is not None:
+        if report is None:
+            return
+        try:
             await trio.to_thread.run_sync(self._release, report)
+        except OSError as exc:  # the job still ends, and its report says so
+            report.errors.append(f"cannot release the job's cgroup or record: {exc}")
 
     def _layers(self) -> list[str]:
         """The containment's layers; the namespace only if this job got one."""

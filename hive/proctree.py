@@ -838,11 +838,16 @@ class TreeKiller:
             track(leader.pid, pidfd, frozenset())
         cgroup = self._cgroup
         if cgroup is not None:
-            opened = {}
-            for pid in cgroup.pids() - self._tracked.keys():
-                if (pidfd := open_pidfd(pid)) is not None:
-                    opened[pid] = pidfd
-            listed = cgroup.pids() if opened else set()
+            opened: dict[int, int] = {}
+            try:
+                for pid in cgroup.pids() - self._tracked.keys():
+                    if (pidfd := open_pidfd(pid)) is not None:
+                        opened[pid] = pidfd
+                listed = cgroup.pids() if opened else set()
+            except BaseException:  # out of descriptors, say: none of them is kept
+                for pidfd in opened.values():
+                    os.close(pidfd)
+                raise
             for pid, pidfd in opened.items():
                 if pid in listed:
                     track(pid, pidfd, frozenset({Layer.CGROUP}))
