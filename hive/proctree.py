@@ -840,7 +840,9 @@ class TreeKiller:
         if cgroup is not None:
             opened: dict[int, int] = {}
             try:
-                for pid in cgroup.pids() - self._tracked.keys():
+                # The init is the hive's, as the hive itself is: awaited and
+                # killed through its own pidfd, not counted as the job's.
+                for pid in cgroup.pids() - self._tracked.keys() - {namespace.pid}:
                     if (pidfd := open_pidfd(pid)) is not None:
                         opened[pid] = pidfd
                 listed = cgroup.pids() if opened else set()
