@@ -237,9 +237,13 @@ async def test_random_cancel_cycles_leave_nothing(tmp_path: Path, mode: str) -> 
                     finally:
                         busy.discard(recipe)
 
-            async with trio.open_nursery() as nursery:
-                for _ in range(LANES):
-                    nursery.start_soon(lane)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for _ in range(LANES):
+                        nursery.start_soon(lane)
+            except BaseException:
+                SUMMARY.extend([f"mode {mode}: the hive's last log lines:", *hive.log_lines[-40:]])
+                raise
             # Every job has ended: no zombie child of the hive may be left.
             if stray := zombies(parent=hive.process.pid):
                 tally.zombies += len(stray)
