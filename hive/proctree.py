@@ -402,6 +402,11 @@ class _Tracked:
     pgid_after: int | None = None
     #: The signal that the strike surely delivered to it, if any.
     struck_by: int | None = None
+    #: Whether it is in the report's ``found``. A member of a namespace census
+    #: is counted once a signal reached it (or it outlived the teardown): one
+    #: that exited on its own, and was reaped, before its first signal is no
+    #: process the teardown had to end.
+    counted: bool = True
 
 
 def reached_by_strike(pgid: int, before: int | None, after: int | None) -> bool:
@@ -538,6 +543,8 @@ class TreeKiller:
                 self._discover(full=True)
                 self._poll_exits(report)
             left = self._alive(including_failed=True)
+            for tracked in left:
+                self._count(tracked)
             report.left = len(left)
             report.left_pids = sorted(t.pid for t in left)
             report.errors.extend(t.error or f"pid {t.pid}: still alive after SIGKILL" for t in left)
@@ -817,9 +824,8 @@ class TreeKiller:
         def track(pid: int, pidfd: int, layers: frozenset[Layer]) -> None:
             if namespace.namespace is not None and pid_namespace(pid) == namespace.namespace:
                 layers |= {Layer.NAMESPACE}
-            tracked = _Tracked(pid, pidfd, layers)
+            tracked = _Tracked(pid, pidfd, layers, counted=False)  # see _signal
             self._tracked[pid] = tracked
-            self._found.append(layers)
             new.append(tracked)
 
         def open_pidfd(pid: int) -> int | None:
@@ -904,17 +910,17 @@ class TreeKiller:
             if sig in tracked.signals:
                 continue
             tracked.signals.add(sig)
-            if tracked.struck_by == sig:
-                sent += 1
-                continue
-            try:
-                signal.pidfd_send_signal(tracked.pidfd, sig)
-            except ProcessLookupError:
-                tracked.exited = True
-                continue
-            except PermissionError:
-                tracked.error = f"pid {tracked.pid}: {sig.name} not permitted"
-                continue
+            if tracked.struck_by != sig:
+                try:
+                    signal.pidfd_send_signal(tracked.pidfd, sig)
+                except ProcessLookupError:
+                    tracked.exited = True
+                    continue
+                except PermissionError:
+                    tracked.error = f"pid {tracked.pid}: {sig.name} not permitted"
+                    self._count(tracked)
+                    continue
+            self._count(tracked)
             sent += 1
         if sig == signal.SIGKILL:
             report.sigkill += sent
@@ -933,6 +939,11 @@ class TreeKiller:
                 self._notify(f"killed what is left in cgroup {self._cgroup.path}")
             report.cgroup_kill = True
         return sent
+
+    def _count(self, tracked: _Tracked) -> None:
+        if not tracked.counted:
+            tracked.counted = True
+            self._found.append(tracked.layers)
 
     def _poll_exits(self, report: TeardownReport) -> None:
         """Mark the tracked processes whose pidfd says they exited; reap and forget them."""
