@@ -3,8 +3,8 @@
 ``keeper jobs``, ``status``, ``cancel``, ``logs``, the catalog commands and shell
 completion make one call (after the version check) and print the answer. They
 need no event loop, and a person waits for them at the prompt, so they use the
-standard library's sockets and h11 (the sans-IO HTTP/1.1 state machine httpx is
-built on): about a tenth of the import time of trio + httpx. The calls
+standard library's sockets and :mod:`keeper.http11` (one request, one answer):
+a small part of the import time of trio + httpx, or even of h11. The calls
 themselves, and what their answers mean, are :mod:`keeper.api`'s, shared with
 the async :mod:`keeper.client`.
 
@@ -15,22 +15,19 @@ millisecond; a CLI makes two calls), closed when the answer has been read.
 from __future__ import annotations
 
 import socket
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import h11
-
-from . import api
+from . import api, http11
+from .address import address
 from .auth import Credentials
 from .errors import HiveError, HiveUnreachable, reason
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    import ssl
 
-#: Bytes asked of the socket per read.
-READ_SIZE = 256 * 1024
+T = TypeVar("T")
 
 
 class BlockingClient:
@@ -45,26 +42,18 @@ class BlockingClient:
         cacert: str | None = None,
         timeout: float = api.DEFAULT_TIMEOUT,
     ) -> None:
-        self.url = api.check_url(url)
-        parts = urlsplit(self.url)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise HiveError(f"bad hive URL {url!r}: {exc}") from None
-        if not parts.hostname:
-            raise HiveError(f"bad hive URL {url!r}: no host")
-        self._address = (parts.hostname, port or (443 if parts.scheme == "https" else 80))
-        self._netloc = parts.netloc.rpartition("@")[2]
-        self._prefix = parts.path.rstrip("/")
+        self.address = address(url)
+        self.url = self.address.url
         self._token = token
         self._headers = api.headers(token)
         self._timeout = timeout
         self._tls: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            try:
-                self._tls = ssl.create_default_context(cafile=cacert)
-            except (OSError, ssl.SSLError) as exc:
-                raise HiveError(f"cannot use CA file {cacert}: {reason(exc)}") from None
+        if self.address.secure:
+            # Here, not at the top: ssl is a third of bare Python's start, and
+            # most hives a keeper talks to from a prompt are local, plain http.
+            from .tls import client_context
+
+            self._tls = client_context(cacert)
         self._compatible = False
 
     @classmethod
@@ -105,29 +94,24 @@ class BlockingClient:
         self, method: str, target: str, content: bytes | None, timeout: float | None
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
         """Send one request; yield its status and an iterator over the body's bytes."""
-        headers = [("Host", self._netloc), *self._headers]
+        fields = [("Host", self.address.netloc), *self._headers]
         if content is not None:
-            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(content)))]
+            fields.append(("Content-Type", "application/json"))
         with self._errors(), self._connect(timeout) as sock:
-            connection = h11.Connection(h11.CLIENT)
-            request = h11.Request(method=method, target=self._prefix + target, headers=headers)
-            sock.sendall(connection.send(request))
-            if content:
-                sock.sendall(connection.send(h11.Data(data=content)))
-            sock.sendall(connection.send(h11.EndOfMessage()))
-            event = _next_event(connection, sock)
-            while isinstance(event, h11.InformationalResponse):
-                event = _next_event(connection, sock)
-            if not isinstance(event, h11.Response):
-                raise HiveError(f"{self.url} answered nonsense: is it a hive?")
-            yield event.status_code, _body(connection, sock)
+            sock.sendall(http11.request(method, self.address.prefix + target, fields, content))
+            response = http11.Response(sock.recv)
+            yield response.read_head(), response.body()
 
     @contextmanager
     def _connect(self, timeout: float | None) -> Iterator[socket.socket]:
-        sock = socket.create_connection(self._address, timeout=timeout)
+        host = self.address.host
+        # An ASCII name as bytes (getaddrinfo takes them, typeshed says str): a str
+        # goes through the idna codec, and its imports, whatever it holds.
+        name = host.encode() if host.isascii() else host
+        sock = socket.create_connection((name, self.address.port), timeout)  # type: ignore[arg-type]
         try:
             if self._tls is not None:
-                sock = self._tls.wrap_socket(sock, server_hostname=self._address[0])
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
             yield sock
         finally:
             sock.close()
@@ -139,24 +123,7 @@ class BlockingClient:
             yield
         except TimeoutError:
             raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
-        except h11.ProtocolError as exc:
+        except http11.ProtocolError as exc:
             raise HiveError(f"{self.url} answered nonsense ({exc}): is it a hive?") from None
         except OSError as exc:
             raise HiveUnreachable(f"cannot reach the hive at {self.url}: {reason(exc)}") from None
-
-
-def _next_event(connection: h11.Connection, sock: socket.socket) -> object:
-    while (event := connection.next_event()) is h11.NEED_DATA:
-        connection.receive_data(sock.recv(READ_SIZE))
-    return event
-
-
-def _body(connection: h11.Connection, sock: socket.socket) -> Iterator[bytes]:
-    while True:
-        event = _next_event(connection, sock)
-        if isinstance(event, h11.Data):
-            yield bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return
-        else:
-            raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")

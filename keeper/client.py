@@ -8,7 +8,6 @@ traceback.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -27,6 +26,7 @@ from hivewire.protocol import Frame, ProtocolError, decode_frame
 from hivewire.stream import CloseKind, StreamClosed, classify_close
 
 from . import api
+from .address import address
 from .auth import Credentials
 from .errors import (
     BeyondEnd,
@@ -39,6 +39,7 @@ from .errors import (
     Unauthorized,
     reason,
 )
+from .tls import client_context
 
 T = TypeVar("T")
 
@@ -67,17 +68,15 @@ class HiveClient:
         cacert: str | None = None,
         timeout: float = api.DEFAULT_TIMEOUT,
     ) -> None:
-        self.url = api.check_url(url)
+        self.address = address(url)
+        self.url = self.address.url
         self._token = token
-        try:
-            self._ssl = ssl.create_default_context(cafile=cacert)
-        except (OSError, ssl.SSLError) as exc:
-            raise HiveError(f"cannot use CA file {cacert}: {reason(exc)}") from None
+        self._ssl = client_context(cacert)
         try:
             self._http = httpx.AsyncClient(
                 base_url=self.url, timeout=timeout, headers=api.headers(token), verify=self._ssl
             )
-        except httpx.InvalidURL as exc:
+        except httpx.InvalidURL as exc:  # what httpx alone refuses
             raise HiveError(f"bad hive URL {url!r}: {exc}") from None
         self._compatible = False
 
