@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 #: Prefix of makepkg.sh's stage lines ("==> Starting build()").
 STAGE_MARK = b"==> "
@@ -30,7 +29,7 @@ def is_tty(stream: BinaryIO) -> bool:
         return False
 
 
-def terminal_width(stream: BinaryIO) -> int:
+def terminal_width(stream: IO[Any]) -> int:
     """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown),
     as shutil.get_terminal_size says for stdout."""
     try:
@@ -78,14 +77,14 @@ def last_stage(data: bytes) -> str | None:
     return line.decode(errors="replace").strip() or None
 
 
-@dataclass
 class Progress:
     """What the live line shows; updated from the output as it passes."""
 
-    started: float = field(default_factory=time.monotonic)
-    stage: str = "waiting"
-    lines: int = 0
-    size: int = 0
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.stage = "waiting"
+        self.lines = 0
+        self.size = 0
 
     def feed(self, data: bytes) -> None:
         self.size += len(data)
