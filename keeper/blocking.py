@@ -17,12 +17,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import api, http11
-from .address import address
-from .auth import Credentials
-from .errors import HiveError, HiveUnreachable, reason
+from .clientbase import ClientBase
+from .errors import HiveError
 
 if TYPE_CHECKING:
     import ssl
@@ -30,63 +30,35 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class BlockingClient:
-    """``BlockingClient(url, token=T).call(api.jobs())``; ``cacert`` is a PEM file
-    of CAs to trust for an ``https://`` hive instead of the system's."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        cacert: str | None = None,
-        timeout: float = api.DEFAULT_TIMEOUT,
-    ) -> None:
-        self.address = address(url)
-        self.url = self.address.url
-        self._token = token
-        self._headers = api.headers(token)
-        self._timeout = timeout
-        self._tls: ssl.SSLContext | None = None
-        if self.address.secure:
-            # Here, not at the top: ssl is a third of bare Python's start, and
-            # most hives a keeper talks to from a prompt are local, plain http.
-            from .tls import client_context
-
-            self._tls = client_context(cacert)
-        self._compatible = False
-
-    @classmethod
-    def of(cls, hive: Credentials, *, timeout: float = api.DEFAULT_TIMEOUT) -> BlockingClient:
-        return cls(hive.url, token=hive.token, cacert=hive.cacert, timeout=timeout)
+class BlockingClient(ClientBase):
+    """``BlockingClient(url, token=T).call(api.jobs())``."""
 
     def call(self, call: api.Call[T]) -> T:
         """Make ``call`` (after checking, once, that this is a hive of our API version)."""
-        if not self._compatible:
+        if not self.compatible:
             self.health()
         return self._call(call)
 
     def health(self) -> dict[str, Any]:
         result = self._call(api.health())
-        self._compatible = True
+        self.compatible = True
         return result
 
     def _call(self, call: api.Call[T]) -> T:
-        timeout = None if call.unbounded else self._timeout
+        timeout = None if call.unbounded else self.timeout
         with self._exchange(call.method, call.target, call.content, timeout) as (status, body):
             content = b"".join(body)
-        return api.answer(call, self.url, status, content, token_sent=self._token is not None)
+        return self.answer(call, status, content)
 
     @contextmanager
     def log(self, job_id: str, *, stream: str = "stdout") -> Iterator[Iterator[bytes]]:
         """The exact bytes the job wrote to ``stream`` so far, as they arrive."""
-        if not self._compatible:
+        if not self.compatible:
             self.health()
         target = api.log_target(job_id, stream)
-        with self._exchange("GET", target, None, self._timeout) as (status, body):
+        with self._exchange("GET", target, None, self.timeout) as (status, body):
             if not 200 <= status < 300:
-                content = b"".join(body)
-                raise api.refusal(self.url, status, content, token_sent=self._token is not None)
+                raise self.refusal(status, b"".join(body))
             yield body
 
     @contextmanager
@@ -94,13 +66,21 @@ class BlockingClient:
         self, method: str, target: str, content: bytes | None, timeout: float | None
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
         """Send one request; yield its status and an iterator over the body's bytes."""
-        fields = [("Host", self.address.netloc), *self._headers]
+        fields = [("Host", self.address.netloc), *self.headers]
         if content is not None:
             fields.append(("Content-Type", "application/json"))
         with self._errors(), self._connect(timeout) as sock:
             sock.sendall(http11.request(method, self.address.prefix + target, fields, content))
             response = http11.Response(sock.recv)
             yield response.read_head(), response.body()
+
+    @cached_property
+    def _tls(self) -> ssl.SSLContext:
+        # Imported here, not at the top: ssl is a third of bare Python's start,
+        # and most hives a keeper talks to from a prompt are local, plain http.
+        from .tls import client_context
+
+        return client_context(self.cacert)
 
     @contextmanager
     def _connect(self, timeout: float | None) -> Iterator[socket.socket]:
@@ -110,7 +90,7 @@ class BlockingClient:
         name = host.encode() if host.isascii() else host
         sock = socket.create_connection((name, self.address.port), timeout)  # type: ignore[arg-type]
         try:
-            if self._tls is not None:
+            if self.address.secure:
                 sock = self._tls.wrap_socket(sock, server_hostname=host)
             yield sock
         finally:
@@ -122,8 +102,8 @@ class BlockingClient:
         try:
             yield
         except TimeoutError:
-            raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
+            raise self.timed_out() from None
         except http11.ProtocolError as exc:
             raise HiveError(f"{self.url} answered nonsense ({exc}): is it a hive?") from None
         except OSError as exc:
-            raise HiveUnreachable(f"cannot reach the hive at {self.url}: {reason(exc)}") from None
+            raise self.unreachable(exc) from None

@@ -49,6 +49,19 @@ def colour_wanted(stream: BinaryIO, environ: dict[str, str] | None = None) -> bo
     return is_tty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
 
 
+def live_wanted(stream: BinaryIO) -> bool:
+    """A live line only on a terminal that can redraw one."""
+    return is_tty(stream) and os.environ.get("TERM") != "dumb"
+
+
+def streams(stdout: BinaryIO | None, stderr: BinaryIO | None) -> tuple[BinaryIO, BinaryIO]:
+    """The streams given, else this process's own."""
+    return (
+        stdout if stdout is not None else sys.stdout.buffer,
+        stderr if stderr is not None else sys.stderr.buffer,
+    )
+
+
 def human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -134,12 +147,10 @@ class Console:
         colour: bool | None = None,
         live: bool | None = None,
     ) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout.buffer
-        self.stderr = stderr if stderr is not None else sys.stderr.buffer
+        self.stdout, self.stderr = streams(stdout, stderr)
         self.quiet = quiet
         self.colour = colour_wanted(self.stderr) if colour is None else colour
-        wants_live = is_tty(self.stderr) and os.environ.get("TERM") != "dumb"
-        self.live = (wants_live if live is None else live) and not quiet
+        self.live = (live_wanted(self.stderr) if live is None else live) and not quiet
         self.progress = Progress()
         self._stdout_on_tty = is_tty(self.stdout)
         self._at_line_start = True  # where the terminal's cursor is
