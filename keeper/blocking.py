@@ -35,43 +35,71 @@ class BlockingClient(ClientBase):
 
     def call(self, call: api.Call[T]) -> T:
         """Make ``call`` (after checking, once, that this is a hive of our API version)."""
-        if not self.compatible:
-            self.health()
-        return self._call(call)
-
-    def health(self) -> dict[str, Any]:
-        result = self._call(api.health())
-        self.compatible = True
-        return result
-
-    def _call(self, call: api.Call[T]) -> T:
+        if not self.compatible and call.method != "GET":
+            self.health()  # a change is asked for only of a hive known to understand it
         timeout = None if call.unbounded else self.timeout
-        with self._exchange(call.method, call.target, call.content, timeout) as (status, body):
+        exchange = self._exchange(call.method, call.target, call.content, timeout, check=True)
+        with exchange as (status, body):
             content = b"".join(body)
         return self.answer(call, status, content)
+
+    def health(self) -> dict[str, Any]:
+        call = api.health()
+        with self._exchange(call.method, call.target, None, self.timeout) as (status, body):
+            content = b"".join(body)
+        return self._checked(status, content)
 
     @contextmanager
     def log(self, job_id: str, *, stream: str = "stdout") -> Iterator[Iterator[bytes]]:
         """The exact bytes the job wrote to ``stream`` so far, as they arrive."""
-        if not self.compatible:
-            self.health()
         target = api.log_target(job_id, stream)
-        with self._exchange("GET", target, None, self.timeout) as (status, body):
+        with self._exchange("GET", target, None, self.timeout, check=True) as (status, body):
             if not 200 <= status < 300:
                 raise self.refusal(status, b"".join(body))
             yield body
 
+    def _checked(self, status: int, content: bytes) -> dict[str, Any]:
+        """The health answer read; :class:`Incompatible` for another API version."""
+        result = self.answer(api.health(), status, content)
+        self.compatible = True
+        return result
+
     @contextmanager
     def _exchange(
-        self, method: str, target: str, content: bytes | None, timeout: float | None
+        self,
+        method: str,
+        target: str,
+        content: bytes | None,
+        timeout: float | None,
+        *,
+        check: bool = False,
     ) -> Iterator[tuple[int, Iterator[bytes]]]:
-        """Send one request; yield its status and an iterator over the body's bytes."""
+        """Send one request; yield its status and an iterator over the body's bytes.
+
+        With ``check``, until the hive's version is checked, a question (GET) goes
+        out right behind the health check on the same connection (pipelined): one
+        round trip for the hive, not two; its answer is read once the check passed.
+        """
         fields = [("Host", self.address.netloc), *self.headers]
+        data = b""
+        pipelined = check and not self.compatible and method == "GET"
+        if pipelined:
+            path = self.address.prefix + api.health().target
+            data = http11.request("GET", path, fields, None, close=False)
         if content is not None:
             fields.append(("Content-Type", "application/json"))
+        data += http11.request(method, self.address.prefix + target, fields, content)
         with self._errors(), self._connect(timeout) as sock:
-            sock.sendall(http11.request(method, self.address.prefix + target, fields, content))
+            sock.sendall(data)
             response = http11.Response(sock.recv)
+            if pipelined:
+                status = response.read_head()
+                self._checked(status, b"".join(response.body()))
+                if not response.reusable:  # the hive closed after the check: ask again
+                    with self._exchange(method, target, content, timeout) as answer:
+                        yield answer
+                    return
+                response = response.next()
             yield response.read_head(), response.body()
 
     @cached_property

@@ -1,11 +1,12 @@
-"""HTTP/1.1 for the blocking client: one request per connection, its answer read
-as it arrives.
+"""HTTP/1.1 for the blocking client: a request or two per connection, each answer
+read as it arrives.
 
 The one-shot commands (``keeper jobs``, ``status``, ``logs``, completion) pay for
 every module they import while a person waits at the prompt, and h11's import
 alone (it compiles the whole grammar of HTTP into regular expressions) cost about
-half of what bare Python takes to start. A client that sends ``Connection: close``
-and reads one answer needs little of that grammar: the status line, the header
+half of what bare Python takes to start. A client that sends a request or two
+(the second may follow the first at once: HTTP/1.1 pipelining) and then
+``Connection: close`` needs little of that grammar: the status line, the header
 fields, and the three ways a body can end (``Content-Length``, ``chunked``, the
 close). Anything else is :class:`ProtocolError`: the peer is no hive.
 
@@ -41,26 +42,46 @@ class ProtocolError(Exception):
 
 
 def request(
-    method: str, target: str, fields: Sequence[tuple[str, str]], content: bytes | None
+    method: str,
+    target: str,
+    fields: Sequence[tuple[str, str]],
+    content: bytes | None,
+    *,
+    close: bool = True,
 ) -> bytes:
-    """The bytes of a request that asks the server to close after its answer."""
+    """The bytes of a request; with ``close``, the last on its connection."""
     lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in fields)]
     if content is not None:
         lines.append(f"Content-Length: {len(content)}")
-    lines.append("Connection: close")
+    if close:
+        lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
     return head + (content or b"")
 
 
 class Response:
-    """An answer read from ``recv``: :meth:`read_head`, then :meth:`body`."""
+    """An answer read from ``recv``: :meth:`read_head`, then :meth:`body`; then,
+    if :attr:`reusable`, :meth:`next` for the answer to the next request."""
 
-    def __init__(self, recv: Recv) -> None:
+    def __init__(self, recv: Recv, buffered: bytes = b"") -> None:
         self._recv = recv
-        self._buffer = bytearray()
+        self._buffer = bytearray(buffered)
         self._eof = False
+        self._ends_with_close = False
         self.status = 0
         self.fields: dict[str, str] = {}
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection goes on after this answer (its body read whole)."""
+        closing = "close" in self.fields.get("connection", "").lower()
+        return not (closing or self._ends_with_close or self._eof)
+
+    def next(self) -> Response:
+        """The answer after this one on the same connection."""
+        if not self.reusable:
+            raise ProtocolError("the connection ends with this answer")
+        return Response(self._recv, bytes(self._buffer))
 
     def read_head(self) -> int:
         """Read the status line and fields of the final answer (an interim 1xx
@@ -86,6 +107,7 @@ class Response:
         elif (length := self.fields.get("content-length")) is not None:
             yield from self._exactly(_length(length))
         else:
+            self._ends_with_close = True
             yield from self._until_close()
 
     # -- the three ways a body ends ------------------------------------------------

@@ -33,6 +33,11 @@ def served(
     server = h11.Connection(h11.SERVER)
     server.receive_data(f"GET /v1/jobs HTTP/{client_version}\r\nHost: h\r\n\r\n".encode())
     assert isinstance(server.next_event(), h11.Request)
+    return served_on(server, headers, chunks)
+
+
+def served_on(server: h11.Connection, headers: list[tuple[str, str]], chunks: list[bytes]) -> bytes:
+    """What h11 as ``server`` sends for a 200 with ``chunks`` as the body."""
     data = server.send(h11.Response(status_code=200, headers=headers)) or b""
     for chunk in chunks:
         data += server.send(h11.Data(data=chunk)) or b""
@@ -130,3 +135,31 @@ def test_h11_reads_the_request_as_meant() -> None:
     assert isinstance(body, h11.Data) and body.data == b'{"a": 1}'
     assert isinstance(server.next_event(), h11.EndOfMessage)
     assert http11.request("GET", "/", [("Host", "h")], None).endswith(b"Connection: close\r\n\r\n")
+    assert b"Connection" not in http11.request("GET", "/", [("Host", "h")], None, close=False)
+
+
+@pytest.mark.parametrize("piece", [1, 9, 1 << 20])
+def test_answers_to_pipelined_requests_are_read_in_turn(piece: int) -> None:
+    server = h11.Connection(h11.SERVER)
+    server.receive_data(b"GET /v1/health HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert isinstance(server.next_event(), h11.Request)
+    assert isinstance(server.next_event(), h11.EndOfMessage)
+    first = served_on(server, [("Content-Length", "2")], [b"ok"])
+    server.start_next_cycle()
+    server.receive_data(b"GET /v1/jobs HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert isinstance(server.next_event(), h11.Request)
+    second = served_on(server, [("Transfer-Encoding", "chunked")], [BODY[:7], BODY[7:]])
+    response = http11.Response(recv_from(first + second, piece))
+    assert response.read_head() == 200 and b"".join(response.body()) == b"ok"
+    assert response.reusable
+    response = response.next()
+    assert response.read_head() == 200 and b"".join(response.body()) == BODY
+    assert not response.reusable  # h11 said Connection: close
+    with pytest.raises(http11.ProtocolError, match="ends with this answer"):
+        response.next()
+
+
+def test_an_answer_that_ends_with_the_connection_is_the_last() -> None:
+    response = http11.Response(recv_from(served([], [b"x"], client_version="1.0"), 4))
+    response.read_head()
+    assert b"".join(response.body()) == b"x" and not response.reusable
