@@ -118,6 +118,28 @@ async def test_completion_offers_the_hives_workers_and_jobs(hive: Hive) -> None:
     assert b"_KEEPER_COMPLETE=bash_complete" in script.stdout
 
 
+async def test_the_bash_script_completes_in_bash(hive: Hive) -> None:
+    """The printed script, evaluated by a real bash, completes a command name
+    (the installed `keeper` script answers the shell's question)."""
+    script = (await keeper_in(hive.keeper_env(), "completion", "bash")).stdout.decode()
+    probe = "\n".join(
+        [
+            script,
+            "COMP_WORDS=(keeper do); COMP_CWORD=1; _keeper_completion keeper do keeper",
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ]
+    )
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            ["bash", "--norc", "-c", probe],
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**hive.keeper_env(), "PATH": path},
+        )
+    assert done.stdout.decode().split() == ["download"], done.stderr
+
+
 async def test_named_hives(hive: Hive, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
