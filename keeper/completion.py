@@ -11,8 +11,6 @@ new terminal).
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 from click.shell_completion import get_completion_class
 
@@ -40,6 +38,9 @@ def completion(ctx: click.Context, shell: str) -> None:
     fish:  keeper completion fish > ~/.config/fish/completions/keeper.fish
     """
     root = ctx.find_root().command
-    completer: Any = get_completion_class(shell)(root, {}, PROG, COMPLETE_VAR)
+    kind = get_completion_class(shell)
+    if kind is None:  # click.Choice lets through only the shells click knows
+        raise click.UsageError(f"no completion for {shell}")
+    completer = kind(root, {}, PROG, COMPLETE_VAR)
     script = completer.source_template % completer.source_vars()
     click.echo(BASH_GUARD % script.strip("\n") if shell == "bash" else script)
