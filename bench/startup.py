@@ -14,25 +14,17 @@ from __future__ import annotations
 import compileall
 import os
 from pathlib import Path
-from typing import Any
-
-import trio
 
 import hivewire
 import keeper
-from keeper.client import HiveClient
-from keeper.errors import Refused
 
-from .harness import PYTHON, Context, Figure, Hive, run_timed, running_hive, wait_job_ended
+from .harness import PYTHON, Context, Figure, run_timed, running_hive, wait_job_ended
 
 #: Aim of issue 17: each command within this many times `python -c pass`.
 AIM = 3.0
 
 #: Jobs the hive has when `keeper jobs` lists them.
 JOBS = 3
-
-#: How long a finished install may keep its worker claimed (see :func:`finished_job`).
-SETTLE_DEADLINE = 30.0
 
 
 def keeper_script() -> list[str]:
@@ -49,23 +41,6 @@ def compile_packages() -> None:
         compileall.compile_dir(Path(package.__file__).parent, quiet=1)
 
 
-async def finished_job(hive: Hive, client: HiveClient) -> dict[str, Any]:
-    """One more ended ``noop`` job. The hive sends a job's ``end`` event before it
-    settles the install (and frees the worker for the next one); it says so with a
-    409 ``install_in_progress``, and nothing else announces the settle: so ask
-    again, within a deadline."""
-    with trio.fail_after(SETTLE_DEADLINE):
-        while True:
-            try:
-                job = await client.submit("noop", force=True)
-            except Refused as exc:
-                if exc.status != 409:
-                    raise
-                await trio.sleep(0.05)
-                continue
-            return await wait_job_ended(hive, job["id"])
-
-
 async def startup(ctx: Context) -> list[Figure]:
     runs = ctx.repeats(20, 6)
     compile_packages()
@@ -73,7 +48,8 @@ async def startup(ctx: Context) -> list[Figure]:
     async with running_hive(ctx.scratch("state")) as hive:
         async with hive.client() as client:
             for _ in range(JOBS):
-                await finished_job(hive, client)
+                job = await client.submit("noop", force=True)
+                await wait_job_ended(hive, job["id"])
         env = {**os.environ, "HIVE_URL": hive.url, "HIVE_TOKEN": hive.token}
         complete = {**env, "_KEEPER_COMPLETE": "bash_complete", "COMP_WORDS": "keeper do"}
         complete["COMP_CWORD"] = "1"
