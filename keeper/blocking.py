@@ -93,13 +93,12 @@ class BlockingClient(ClientBase):
             sock.sendall(data)
             response = http11.Response(sock.recv)
             if pipelined:
-                status = response.read_head()
-                self._checked(status, b"".join(response.body()))
-                if not response.reusable:  # the hive closed after the check: ask again
+                self._checked(response.read_head(), b"".join(response.body()))
+                answered = response.reusable and (response := response.next()).answered()
+                if not answered:  # the hive closed after the check: ask again
                     with self._exchange(method, target, content, timeout) as answer:
                         yield answer
                     return
-                response = response.next()
             yield response.read_head(), response.body()
 
     @cached_property

@@ -83,6 +83,11 @@ class Response:
             raise ProtocolError("the connection ends with this answer")
         return Response(self._recv, bytes(self._buffer))
 
+    def answered(self) -> bool:
+        """Whether an answer comes: False if the connection ends first (a server
+        may close after an answer without saying so)."""
+        return bool(self._buffer) or self._fill()
+
     def read_head(self) -> int:
         """Read the status line and fields of the final answer (an interim 1xx
         answer is skipped); return the status."""

@@ -159,6 +159,14 @@ def test_answers_to_pipelined_requests_are_read_in_turn(piece: int) -> None:
         response.next()
 
 
+def test_a_connection_that_ends_after_an_answer_brings_no_other() -> None:
+    response = http11.Response(recv_from(served([("Content-Length", "1")], [b"x"]), 4))
+    response.read_head()
+    assert b"".join(response.body()) == b"x"
+    assert response.reusable  # nothing said it would close, but it did
+    assert not response.next().answered()
+
+
 def test_an_answer_that_ends_with_the_connection_is_the_last() -> None:
     response = http11.Response(recv_from(served([], [b"x"], client_version="1.0"), 4))
     response.read_head()
