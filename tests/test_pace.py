@@ -13,7 +13,7 @@ async def send_for(pace: Pace, seconds: float, counts: list[int], index: int) ->
         while True:
             counts[index] += 1  # a message (sending one is a checkpoint)
             await trio.lowlevel.checkpoint()
-            await follower.sent()
+            await follower.turn()
 
 
 async def messages(followers: int, seconds: float) -> list[int]:
@@ -45,7 +45,7 @@ async def test_few_followers_never_wait(autojump_clock: trio.testing.MockClock) 
             others = [pace.follower().__enter__() for _ in range(FREE_FOLLOWERS - 1)]
             started = trio.current_time()
             for _ in range(1000):
-                await follower.sent()
+                await follower.turn()
             assert trio.current_time() == started  # no virtual time passed: no wait
             for other in others:
                 other.__exit__(None, None, None)
@@ -61,7 +61,7 @@ async def test_a_crowd_that_thins_out_is_released(autojump_clock: trio.testing.M
         waiting = trio.Event()
 
         async def wait_turn() -> None:
-            await crowd[0].sent()
+            await crowd[0].turn()
             waiting.set()
 
         nursery.start_soon(wait_turn)

@@ -24,9 +24,10 @@ from ..catalog import UnknownWorker
 from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeBroken
 from ..joblog import LogUnavailable
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
-from .context import pace, services
+from .context import followers, pace, services
 from .errors import FOLLOWER_GONE, ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object, takes_body
+from .pace import Follower
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -169,13 +170,31 @@ async def _serve(job: Job, sender: StreamSender) -> Close:
         await websocket.send(message)
     if close is not None:
         return close
-    with pace().follower() as follower:
-        async for batch in job.log.follow(since):
-            for message in sender.messages(batch):
-                await websocket.send(message)
-            if not sender.ended:
-                await follower.sent()
+    with pace().follower() as follower, followers().attach(job.id) as shared:
+        sender.shared = shared
+        await _follow(job, sender, follower)
     return sender.finish()
+
+
+async def _follow(job: Job, sender: StreamSender, follower: Follower) -> None:
+    """Send what the log holds and will hold after ``sender.position``, at most
+    one batch per turn of the follower (see :mod:`hive.api.pace`).
+
+    The turn comes *before* a send: a follower that waited for the job to write
+    was woken with every other follower of the job at once, and waiting for its
+    turn then spreads their sends over a round instead of making them a burst.
+    One that had output waiting reads it after its turn, so that what the job
+    wrote meanwhile goes out in the same message.
+    """
+    turn_due = False
+    async for batch in job.log.follow(sender.position):
+        if turn_due:
+            await follower.turn()
+        for message in sender.messages(batch):
+            await websocket.send(message)
+        turn_due = job.log.last_seq == sender.position
+        if not turn_due:
+            await follower.turn()
 
 
 async def _client_close_or_shutdown() -> None:

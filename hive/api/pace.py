@@ -10,10 +10,13 @@ A follower that keeps up gets one message per write of the job, so what grows
 the cost is the number of followers times the job's rate of writes.
 
 So while more than :data:`FREE_FOLLOWERS` follow, each follower sends at most
-one message per turn, and turns come round at ``followers / BUDGET`` second
-intervals. What the job writes in the meantime piles up in the log and goes
-out as one message (the stream coalesces consecutive output): nothing is lost
-or reordered, only batched. With a handful of followers nothing waits at all.
+one batch per turn (one message, unless control events sit between its output),
+and turns come round at ``followers / BUDGET`` second intervals. What the job
+writes in the meantime piles up in the log and goes out as one message (the
+stream coalesces consecutive output): nothing is lost or reordered, only
+batched. The turn comes before the send, so a line that wakes every follower
+of a job at once still goes out group by group over a round, not as a burst of
+a thousand sends. With a handful of followers nothing waits at all.
 Followers are dealt into :data:`GROUPS` groups whose turns are staggered, so
 that each step of the event loop serves a small group, never all followers
 at once: a request arriving meanwhile waits for a few followers, not for a
@@ -122,7 +125,7 @@ class Follower:
     def __exit__(self, *exc: object) -> None:
         self.pace.followers -= 1
 
-    async def sent(self) -> None:
-        """Call after each message, before reading what to send next: while
-        the hive is crowded, wait for this follower's next turn."""
+    async def turn(self) -> None:
+        """Call before each send but the first: while the hive is crowded,
+        wait for this follower's next turn."""
         await self.pace.turn(self.group)
