@@ -4,10 +4,13 @@ A job prints 10 lines a second (``bench/recipes/slowticker``). With nobody
 following it, ``GET /v1/health`` is timed repeatedly and the job is cancelled
 with ``DELETE ?wait=true`` (the limit: the same hive, the same job, no
 followers). Then the same job runs again with 1,000 followers attached, and the
-same two things are timed. The followers live in a child process (``python -m
-bench.fanout``), so that their own event loop does not delay the requests being
-timed; each is a websocket handshake written by hand on a raw socket whose
-frames are read and dropped unparsed, the cheapest follower there is.
+same two things are timed. In both phases, another job (``ticker``) is also
+submitted and at once cancelled (``DELETE`` without ``wait``) a few times, and
+both answers are timed: the control plane a user touches. The followers live
+in a child process (``python -m bench.fanout``), so that their own event loop
+does not delay the requests being timed; each is a websocket handshake written
+by hand on a raw socket whose frames are read and dropped unparsed, the
+cheapest follower there is.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import trio
 from .harness import PYTHON, ROOT, Context, Figure, cpu_seconds, running_hive
 
 RECIPE = "slowticker"
+#: Submitted and cancelled at once, CONTROL_ROUNDS times per phase.
+CONTROL_RECIPE = "ticker"
+CONTROL_ROUNDS = 10
 FOLLOWERS = 1000
 #: Health requests per phase, one every HEALTH_GAP seconds, for at most HEALTH_WINDOW.
 HEALTH_REQUESTS = 100
@@ -58,6 +64,27 @@ async def start_job(client: httpx.AsyncClient) -> str:
     return job_id
 
 
+async def time_control(client: httpx.AsyncClient) -> tuple[list[float], list[float]]:
+    """Milliseconds to answer ``POST /v1/jobs`` and then ``DELETE`` (no wait)."""
+    submits: list[float] = []
+    cancels: list[float] = []
+    for _ in range(CONTROL_ROUNDS):
+        before = time.perf_counter()
+        response = await client.post(
+            "/v1/jobs", json={"operation": "worker_download", "worker": CONTROL_RECIPE}
+        )
+        submits.append((time.perf_counter() - before) * 1000)
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        before = time.perf_counter()
+        response = await client.delete(f"/v1/jobs/{job_id}")
+        cancels.append((time.perf_counter() - before) * 1000)
+        assert response.status_code in (202, 409), response.text
+        await client.delete(f"/v1/jobs/{job_id}", params={"wait": "true"})  # not timed
+        await trio.sleep(HEALTH_GAP)
+    return submits, cancels
+
+
 async def time_cancel(client: httpx.AsyncClient, job_id: str) -> float:
     before = time.perf_counter()
     response = await client.delete(f"/v1/jobs/{job_id}", params={"wait": "true"})
@@ -75,6 +102,7 @@ async def fanout(ctx: Context) -> list[Figure]:
     busy_cancel: list[float] = []
     cpu: list[float] = []
     attached: list[float] = []
+    control = {key: [] for key in ("idle submit", "idle cancel", "busy submit", "busy cancel")}
     for round_ in range(rounds):
         ctx.log(f"fanout: round {round_ + 1}/{rounds}")
         async with running_hive(ctx.scratch("state"), grace=GRACE) as hive:
@@ -82,6 +110,9 @@ async def fanout(ctx: Context) -> list[Figure]:
             async with httpx.AsyncClient(base_url=hive.url, headers=headers, timeout=300) as client:
                 job_id = await start_job(client)
                 idle_health += await time_health(client)
+                submits, cancels = await time_control(client)
+                control["idle submit"] += submits
+                control["idle cancel"] += cancels
                 idle_cancel.append(await time_cancel(client, job_id))
 
                 job_id = await start_job(client)
@@ -103,6 +134,9 @@ async def fanout(ctx: Context) -> list[Figure]:
                     cpu.append(
                         (cpu_seconds(hive.pid) - before_cpu) / (time.perf_counter() - before)
                     )
+                    submits, cancels = await time_control(client)
+                    control["busy submit"] += submits
+                    control["busy cancel"] += cancels
                     busy_cancel.append(await time_cancel(client, job_id))
                 finally:
                     if followers.stdin is not None:
@@ -124,7 +158,13 @@ async def fanout(ctx: Context) -> list[Figure]:
     cancel = Figure("fanout", f"DELETE ?wait=true, {FOLLOWERS} followers", "ms", busy_cancel)
     aim = GRACE * 1000 + CANCEL_MARGIN_MS
     cancel.compare(cancel0).judge(f"<= grace + {CANCEL_MARGIN_MS:g} ms", max(busy_cancel) <= aim)
-    return [health0, health, cancel0, cancel]
+    figures = [health0, health, cancel0, cancel]
+    for what, request in (("submit", "POST /v1/jobs"), ("cancel", "DELETE (no wait)")):
+        idle = Figure("fanout", f"{request}, nobody following", "ms", control[f"idle {what}"])
+        busy = Figure("fanout", f"{request}, {FOLLOWERS} followers", "ms", control[f"busy {what}"])
+        busy.compare(idle).judge(f"p99 <= {P99_AIM_MS:g} ms", busy.p99 <= P99_AIM_MS)
+        figures += [idle, busy]
+    return figures
 
 
 async def _read_line(stream: trio.abc.ReceiveStream, timeout: float) -> str:
