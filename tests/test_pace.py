@@ -70,3 +70,18 @@ async def test_a_crowd_that_thins_out_is_released(autojump_clock: trio.testing.M
         with trio.fail_after(1):
             await waiting.wait()
         nursery.cancel_scope.cancel()
+
+
+async def test_the_budget_is_the_one_given(autojump_clock: trio.testing.MockClock) -> None:
+    """``hive serve --follower-messages`` sets the budget; half of it halves the rate."""
+    seconds = 10.0
+    for budget in (BUDGET, BUDGET / 2):
+        pace = Pace(budget=budget)
+        counts = [0] * 500
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pace.run)
+            async with trio.open_nursery() as senders:
+                for index in range(len(counts)):
+                    senders.start_soon(send_for, pace, seconds, counts, index)
+            nursery.cancel_scope.cancel()
+        assert budget * 0.5 <= sum(counts) / seconds <= budget * 1.1, (budget, sum(counts))

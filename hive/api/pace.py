@@ -30,14 +30,19 @@ from __future__ import annotations
 import trio
 
 #: Messages per second the hive spends on all followers together, before they
-#: are batched (each costs roughly 100 us of event-loop time on these machines).
-BUDGET = 2000.0
+#: are batched (``hive serve --follower-messages``). Each costs 100-200 us of
+#: the event loop on these machines, most of it hypercorn's and trio's path to
+#: a ``send(2)`` and the ``send(2)`` itself; 2,000 a second kept a hive with
+#: 1,000 followers at 30-45 % CPU and its health p99 at 150-460 ms on a loaded
+#: 2-core machine, 1,000 at 25-33 % and 110-320 ms (BENCHMARKS.md, fanout).
+BUDGET = 1000.0
 
 #: Followers up to this many are never paced.
 FREE_FOLLOWERS = 8
 
-#: Groups whose turns are staggered across one round.
-GROUPS = 50
+#: Groups whose turns are staggered across one round: with 1,000 followers a
+#: tick serves 10, so that a request waits for ten sends, not a hundred.
+GROUPS = 100
 
 #: The ticker wakes at most this often; with few followers, several groups
 #: get their turn at each tick.
