@@ -92,8 +92,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
     app.extensions[EXTENSION] = services
-    app.extensions[PACE] = pace or Pace()
-    app.extensions[FOLLOWERS] = Followers()
+    app.extensions[PACE] = pace = pace or Pace()
+    app.extensions[FOLLOWERS] = Followers(pace)
     app.asgi_app = shield_send(app.asgi_app)  # type: ignore[method-assign]
     if max_websockets is not None:
         app.asgi_app = WebsocketLimit(max_websockets).wrap(app.asgi_app)  # type: ignore[method-assign]

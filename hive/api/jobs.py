@@ -170,9 +170,10 @@ async def _serve(job: Job, sender: StreamSender) -> Close:
         await websocket.send(message)
     if close is not None:
         return close
-    with pace().follower() as follower, followers().attach(job.id) as shared:
-        sender.shared = shared
-        await _follow(job, sender, follower)
+    with followers().attach(job.id, job.log) as shared:
+        sender.shared = shared.shared
+        with pace().follower(shared.feed) as follower:
+            await _follow(job, sender, follower)
     return sender.finish()
 
 
@@ -180,21 +181,28 @@ async def _follow(job: Job, sender: StreamSender, follower: Follower) -> None:
     """Send what the log holds and will hold after ``sender.position``, at most
     one batch per turn of the follower (see :mod:`hive.api.pace`).
 
-    The turn comes *before* a send: a follower that waited for the job to write
-    was woken with every other follower of the job at once, and waiting for its
-    turn then spreads their sends over a round instead of making them a burst.
-    One that had output waiting reads it after its turn, so that what the job
-    wrote meanwhile goes out in the same message.
+    The turn comes *before* a send, and a follower that has read everything
+    waits for the job's next write on its feed, which wakes it at its turn: so
+    a line the job writes reaches a crowd of followers group by group over a
+    round, not as a thousand wake-ups and sends at once. One that has output
+    waiting reads it after its turn, so that what the job wrote meanwhile goes
+    out in the same message.
     """
+    log = job.log
     turn_due = False
-    async for batch in job.log.follow(sender.position):
-        if turn_due:
+    batches = log.follow(sender.position)
+    while True:
+        if log.last_seq == sender.position and not log.closed:
+            await follower.news()  # at this follower's turn (at once if not crowded)
+            turn_due = False
+        elif turn_due:
             await follower.turn()
+        batch = await anext(batches, None)
+        if batch is None:
+            return
         for message in sender.messages(batch):
             await websocket.send(message)
-        turn_due = job.log.last_seq == sender.position
-        if not turn_due:
-            await follower.turn()
+        turn_due = True
 
 
 async def _client_close_or_shutdown() -> None:
