@@ -119,6 +119,17 @@ def own_v1_cgroup(proc_cgroup: str, controller: str) -> str | None:
     return None
 
 
+def own_v1_dir(v1: dict[str, tuple[Path, str]], proc_cgroup: str, controller: str) -> Path | None:
+    """This process's cgroup directory in the v1 hierarchy of ``controller``
+    (``v1`` as :func:`find_v1_mounts` reads it), if it has one."""
+    own = own_v1_cgroup(proc_cgroup, controller)
+    if controller not in v1 or own is None:
+        return None
+    mount, root = v1[controller]
+    relative = own if root == "/" else own.removeprefix(root)
+    return mount / relative.strip("/")
+
+
 @dataclass(frozen=True)
 class Controller:
     """Where the hive's job cgroups for one resource live: ``parent`` is the
@@ -333,13 +344,11 @@ def _controllers(
                 found.append(Controller(name))
                 notes.append(f"{name}: cgroup v2")
                 continue
-        own = own_v1_cgroup(proc_cgroup, name)
-        if name not in v1 or own is None:
+        own = own_v1_dir(v1, proc_cgroup, name)
+        if own is None:
             notes.append(f"{name}: no controller")
             continue
-        mount, root = v1[name]
-        relative = own if root == "/" else own.removeprefix(root)
-        parent = mount / relative.strip("/") / hive.path.name
+        parent = own / hive.path.name
         try:
             parent.mkdir(exist_ok=True)
         except OSError as exc:

@@ -41,6 +41,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -184,6 +185,7 @@ class Installer:
         """
         entry = await self.catalog.entry(worker)
         names = entry.recipe.names if entry.recipe is not None else (worker,)
+        await self._after_settling(names)
         for name in names:
             if name in self._active:
                 job = self._active[name]
@@ -277,6 +279,18 @@ class Installer:
             cleanup=cleanup,
         )
 
+    async def _after_settling(self, names: Sequence[str]) -> None:
+        """Wait for the installs of ``names`` whose ``end`` event is logged.
+
+        The outcome is logged before the swap is settled, so that a crash in
+        between never contradicts what followers were shown; a client that read
+        ``end`` may ask again at once, and would be refused as "in progress"
+        while the settling (a few renames) is still under way."""
+        for name in names:
+            job = self._active.get(name)
+            if job is not None and job.log.ends:
+                await job.ended.wait()
+
     def _release(self, job: Job) -> None:
         for name in [name for name, active in self._active.items() if active is job]:
             del self._active[name]
@@ -358,6 +372,7 @@ class Installer:
         Raises :class:`NotInstalled` and :class:`InstallInProgress`.
         """
         folder = self.workers / check_worker_name(worker)
+        await self._after_settling([worker])
         if worker in self._active:
             job = self._active[worker]
             raise InstallInProgress(worker, job.id if job else None)

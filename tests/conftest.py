@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -8,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from .support import Hive, make_upstream_repo, running_hive, serve_directory
+from .support import (
+    STATE_DIRS,
+    Hive,
+    cgroups_left,
+    make_upstream_repo,
+    running_hive,
+    serve_directory,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +49,23 @@ def build_user_can_read_tmp_path(tmp_path: Path) -> None:
     tmp_path.parent.parent.chmod(0o711)
     tmp_path.parent.chmod(0o711)
     tmp_path.chmod(0o755)
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_left_behind() -> Iterator[None]:
+    """The hives a test started left no cgroup: a hive removes its job cgroups
+    and its own when it stops, and a restart on the same state dir removes what
+    a killed one left. Whatever is left is removed here, once it is reported."""
+    STATE_DIRS.clear()
+    yield
+    left = [path for state_dir in STATE_DIRS for path in cgroups_left(state_dir)]
+    STATE_DIRS.clear()
+    for path in left:
+        with contextlib.suppress(OSError):
+            for job in path.glob("job-*"):
+                job.rmdir()
+            path.rmdir()
+    assert not left, f"cgroups left behind: {[str(p) for p in left]}"
 
 
 @pytest.fixture

@@ -24,6 +24,14 @@ from pathlib import Path
 import httpx
 import trio
 
+from hive.cgroups import (
+    find_cgroup2_mount,
+    find_v1_mounts,
+    own_cgroup,
+    own_v1_dir,
+    state_dir_tag,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_RECIPES = Path(__file__).resolve().parent / "recipes"
 READY = re.compile(r"ready on (https?://\S+)")
@@ -112,6 +120,29 @@ class Hive:
             return await self.process.wait()
 
 
+#: The state dirs of the hives started by the running test: after it, none may
+#: have left a cgroup (conftest's ``no_cgroup_left_behind``).
+STATE_DIRS: set[Path] = set()
+
+
+def cgroups_left(state_dir: Path) -> list[Path]:
+    """The cgroup directories a hive on ``state_dir`` made that still exist:
+    its parent in the v2 hierarchy and in each v1 one (they are this process's
+    cgroups, as a test's hive is its child)."""
+    name = f"hive-{state_dir_tag(state_dir)}"
+    with open("/proc/self/mountinfo") as f, open("/proc/self/cgroup") as g:
+        mountinfo, proc_cgroup = f.read(), g.read()
+    dirs: list[Path] = []
+    mount, own = find_cgroup2_mount(mountinfo), own_cgroup(proc_cgroup)
+    if mount is not None and own is not None:
+        dirs.append(mount / own.strip("/") / name)
+    v1 = find_v1_mounts(mountinfo)
+    for controller in v1:
+        if (parent := own_v1_dir(v1, proc_cgroup, controller)) is not None:
+            dirs.append(parent / name)
+    return sorted({d for d in dirs if d.is_dir()})
+
+
 async def _pump_lines(
     stream: trio.abc.ReceiveStream, lines: list[str], ready: trio.Event, found: list[str]
 ) -> None:
@@ -168,6 +199,7 @@ async def running_hive(
         cwd=ROOT,
         env={**os.environ, **(env or {})},
     )
+    STATE_DIRS.add(state_dir)
     lines: list[str] = []
     ready = trio.Event()
     found: list[str] = []

@@ -335,3 +335,47 @@ async def test_an_install_killed_at_any_point_leaves_one_whole_version(
         async with hive.client() as client:
             (row,) = (await client.get("/v1/workers")).json()["workers"]
         assert (row["version"], row["job_id"]) == (version, expected_job)
+
+
+async def _raw_request(hive: Hive, method: str, path: str, body: dict[str, Any]) -> int:
+    """Send one whole HTTP request and return the status code, for a hive that
+    may be stopped: the request waits in the socket until the hive runs."""
+    url = urlsplit(hive.url)
+    assert url.hostname is not None and url.port is not None
+    data = json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {hive.token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream(url.hostname, url.port)
+    async with stream:
+        await stream.send_all(head + data)
+        os.kill(hive.process.pid, signal.SIGCONT)
+        answer = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+async def test_a_worker_is_free_once_its_install_ended(tmp_path: Path) -> None:
+    """The end event is in the log before the install's swap is settled (so a
+    crash between them never contradicts it). A client that read ``end`` and
+    asks again at once must not be refused as "install in progress" while the
+    hive settles: the request is in the socket before the hive runs on."""
+    catalog, state = tmp_path / "catalog", tmp_path / "state"
+    write(catalog, "up", pkgbuild("up", "1"))
+    env = {"HIVE_FAULT_POINT": "job:end-logged"}
+    async with running_hive(state, catalog=catalog, env=env) as hive:
+        await install(hive, "up")
+        await until_stopped(hive)  # the end event is logged, the swap not settled
+        status = await _raw_request(
+            hive, "POST", "/v1/jobs", {"operation": "worker_download", "worker": "up"}
+        )
+        assert status == 201
+        await until_stopped(hive)  # the second job ("already installed") ended too
+        await kill(hive)
+    async with running_hive(state, catalog=catalog) as hive:
+        (version,) = os.listdir(state / "workers" / "up")
+        assert version == "1-1"
