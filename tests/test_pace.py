@@ -163,3 +163,16 @@ async def test_a_complete_log_releases_its_followers(
         with trio.fail_after(0):
             await crowd[0].news()  # a feed that stopped never makes anyone wait
         nursery.cancel_scope.cancel()
+
+
+async def test_few_followers_wait_on_the_log_itself(autojump_clock: trio.testing.MockClock) -> None:
+    """No watcher while the hive is not crowded: a lone follower (the bulk and
+    latency paths) is woken by the log directly, with no task in between."""
+    pace, log = Pace(), Log()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pace.run)
+        feed = pace.open_feed(log)
+        with pace.follower(feed) as follower, trio.fail_after(0):
+            await follower.news()
+        assert log.watchers == 0 and not feed.watched
+        nursery.cancel_scope.cancel()

@@ -60,10 +60,6 @@ class Followers:
         self.pace = pace
         self._jobs: dict[str, JobFollowers] = {}
 
-    def count(self, job_id: str) -> int:
-        found = self._jobs.get(job_id)
-        return found.count if found else 0
-
     @contextmanager
     def attach(self, job_id: str, log: JobLog) -> Iterator[JobFollowers]:
         """One follower of the job for the ``with`` block."""

@@ -79,6 +79,9 @@ class Feed:
 
     def __init__(self, source: Source, groups: int) -> None:
         self.source = source
+        #: A watcher was started: the first time a follower waited on the
+        #: feed, while the hive was crowded (few followers wait on the log).
+        self.watched = False
         #: The watcher stopped (the log is complete, or could not be watched):
         #: followers wait on the log itself.
         self.done = False
@@ -120,13 +123,9 @@ class Pace:
 
     def open_feed(self, source: Source) -> Feed:
         """A feed for a job that followers start to follow; :meth:`close_feed`
-        once the last has left. Without :meth:`run`, a feed is never watched."""
+        once the last has left."""
         feed = Feed(source, len(self._turns))
-        if self._nursery is None:
-            feed.done = True
-        else:
-            self._feeds.add(feed)
-            self._nursery.start_soon(self._watch, feed)
+        self._feeds.add(feed)
         return feed
 
     def close_feed(self, feed: Feed) -> None:
@@ -138,10 +137,10 @@ class Pace:
         """Give the turns, for as long as the hive serves. Sleeps on an event
         while nobody waits for a turn and no job has news: an idle hive is not
         woken."""
-        self._running = True
         groups = len(self._turns)
         try:
             async with trio.open_nursery() as self._nursery:
+                self._running = True
                 task_status.started()
                 group = 0
                 while True:
@@ -189,8 +188,14 @@ class Pace:
             self._waiting -= 1
 
     async def news(self, feed: Feed, group: int) -> None:
-        if self.crowded and not feed.done:
-            await feed._news[group].wait()
+        if not self.crowded or feed.done or feed not in self._feeds:
+            return
+        if not feed.watched:
+            if self._nursery is None:
+                return
+            feed.watched = True
+            self._nursery.start_soon(self._watch, feed)
+        await feed._news[group].wait()
 
     def _release(self, group: int) -> None:
         event, self._turns[group] = self._turns[group], trio.Event()
