@@ -332,7 +332,7 @@ async def _serve(
     async with engine.running(), trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
         nursery.start_soon(_force_exit, jobs_down, containment)
-        await nursery.start(pace.run)
+        nursery.start_soon(pace.run)
 
         async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
             await hypercorn_serve(
