@@ -136,6 +136,7 @@ class JobLog:
         self._tail: list[tuple[LogEntry, int]] = []  # (entry, cost); live from _tail_head
         self._tail_head = 0
         self._tail_cost = 0
+        self._written_cost = 0  # of it, entries on disk: only these count against TAIL_BYTES
         self._resume: dict[int, int] = {}  # seq -> offset of its record
         self._unwritten: list[tuple[LogEntry, bytes]] = []  # appended, not yet with the writer
         self._backlog = 0  # payload bytes appended and not yet on disk
@@ -299,6 +300,7 @@ class JobLog:
                 self._index.note(entry.seq, self._size)
                 self._size += RECORD_HEADER + len(payload)
                 self._backlog -= len(payload)
+                self._written_cost += len(payload) + ENTRY_COST
             self._disk_seq = batch[-1][0].seq
             self._evict(0 if self._closed else TAIL_BYTES)
         self._wake()  # followers see what reached the file (or, after a failure, everything)
@@ -339,14 +341,19 @@ class JobLog:
                 os.ftruncate(self._fd, self._size)
 
     def _evict(self, budget: int) -> None:
-        """Drop the oldest entries that are on disk until the tail fits ``budget``."""
+        """Drop the oldest entries that are on disk until those on disk fit
+        ``budget``. The unwritten backlog (bounded by :data:`WRITE_BACKLOG`) does
+        not count: had it pushed written entries out, a follower that keeps up
+        with the writer would find nothing it may see in memory, and read every
+        entry back from the file."""
         tail = self._tail
         while (
-            self._tail_cost > budget
+            self._written_cost > budget
             and self._tail_head < len(tail)
             and tail[self._tail_head][0].seq <= self._disk_seq
         ):
             self._tail_cost -= tail[self._tail_head][1]
+            self._written_cost -= tail[self._tail_head][1]
             tail[self._tail_head] = _EVICTED  # let the bytes go now, not at compaction
             self._tail_head += 1
         if self._tail_head > 1024 and self._tail_head * 2 > len(tail):

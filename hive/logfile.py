@@ -239,22 +239,74 @@ def read_entries(
     read reach ``max_bytes`` (or :data:`SCAN_BUDGET` bytes were looked at), with
     the offset to continue from. ``kinds`` keeps only those record kinds; the
     others are skipped without being read.
+
+    This is how a follower that fell behind the in-memory tail catches up, so
+    it reads with ``pread`` (:class:`_Reader`): a bulk payload arrives in one
+    copy, straight into the bytes object the follower sends.
     """
     entries: list[LogEntry] = []
     taken = 0
-    with path.open("rb", buffering=READ_BUFFER) as f:
-        start = offset
-        for record_offset, kind, seq, length in _records(f, offset, end):
-            if taken >= max_bytes or record_offset - start >= SCAN_BUDGET:
-                return entries, record_offset
+    start = offset
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        reader = _Reader(fd)
+        while offset + RECORD_HEADER <= end:
+            if taken >= max_bytes or offset - start >= SCAN_BUDGET:
+                break
+            header = reader.read(offset, RECORD_HEADER)
+            if len(header) < RECORD_HEADER:
+                break
+            kind, seq, length = RECORD.unpack(header)
+            after = offset + RECORD_HEADER + length
+            if after > end:
+                break
             if seq >= first_seq and (kinds is None or kind in kinds):
-                payload = f.read(length)
+                payload = reader.read(offset + RECORD_HEADER, length)
                 if len(payload) < length:
-                    return entries, record_offset  # the file was cut under us
+                    break  # the file was cut under us
                 entries.append(_entry(kind, seq, payload))
                 taken += RECORD_HEADER + length
-            offset = record_offset + RECORD_HEADER + length
+            offset = after
+    finally:
+        os.close(fd)
     return entries, offset
+
+
+#: Bytes :class:`_Reader` reads at once for headers and small payloads.
+READ_WINDOW = 64 * 1024
+
+
+class _Reader:
+    """``pread`` with a small window: headers and small payloads come from one
+    read of :data:`READ_WINDOW` bytes, a payload as large as the window or
+    larger from a read of its own (one copy, no buffer in between)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.window = b""
+        self.at = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        skip = offset - self.at
+        if skip >= 0 and skip + length <= len(self.window):
+            return self.window[skip : skip + length]
+        if length >= READ_WINDOW:
+            return _pread_all(self.fd, length, offset)
+        self.window, self.at = _pread_all(self.fd, READ_WINDOW, offset), offset
+        return self.window[:length]
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if 0 < len(data) < length:  # a short read of a regular file: only at its end, or a signal
+        parts = [data]
+        got = len(data)
+        while got < length and (more := os.pread(fd, length - got, offset + got)):
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
 
 
 def find_tail_start(path: Path, index: SparseIndex, end: int, lines: int) -> tuple[int, int]:

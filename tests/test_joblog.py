@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -14,12 +15,24 @@ from hive.joblog import (
     BATCH_BYTES,
     TAIL_BYTES,
     WRITE_BACKLOG,
+    WRITE_BATCH,
     JobLog,
     LogEntry,
     LogUnavailable,
     OutputEntry,
 )
-from hive.logfile import MAGIC, MAX_RECORD, RECORD, scan_log, settle_log
+from hive.logfile import (
+    MAGIC,
+    MAX_RECORD,
+    READ_WINDOW,
+    RECORD,
+    open_for_append,
+    read_entries,
+    record_header,
+    scan_log,
+    settle_log,
+    write_all,
+)
 from hivewire.protocol import ControlEvent, Stream
 
 MiB = 1024 * 1024
@@ -92,6 +105,40 @@ async def test_follower_far_behind_reads_from_disk_in_bounded_batches(tmp_path: 
     assert stdout_of(entries) == b"".join(chunks) + b"live\n"
     for batch in batches:  # a batch stops once it holds BATCH_BYTES: one entry may overshoot
         assert sum(len(e.data) for e in batch[:-1] if isinstance(e, OutputEntry)) < BATCH_BYTES
+
+
+async def test_written_entries_stay_in_memory_while_the_writer_lags(tmp_path: Path) -> None:
+    """The unwritten backlog does not push what is already on disk out of the
+    in-memory tail: a follower just behind the writer is served from memory.
+    (It once did, and every follower of a bulk job read every byte back.)"""
+    job_log = JobLog(tmp_path / "a.log")
+    writes = threading.Semaphore(0)  # each write of the writer's thread waits for one
+    write_parts = job_log._write_parts
+
+    def gated(parts: list[bytes]) -> None:
+        writes.acquire()
+        write_parts(parts)
+
+    job_log._write_parts = gated  # type: ignore[method-assign]
+    # Records of the largest size, twice what the tail holds; a batch is a few of them.
+    chunks = [bytes([65 + i % 26]) * MAX_RECORD for i in range(2 * TAIL_BYTES // MAX_RECORD)]
+    per_batch = WRITE_BATCH // MAX_RECORD
+    async with job_log.writing():
+        try:
+            for chunk in chunks:
+                job_log.append_output(Stream.STDOUT, chunk)
+            writes.release()  # the first batch reaches the file
+            with trio.fail_after(10):
+                while job_log.last_seq < 1:
+                    await trio.sleep(0.001)
+            assert job_log.last_seq == per_batch  # the writer waits at its second batch
+            job_log.path.unlink()  # a read from the file would fail now
+            first = await job_log.read_after(0)
+            assert [e.seq for e in first] == list(range(1, per_batch + 1))
+            assert stdout_of(first) == b"".join(chunks[:per_batch])
+        finally:
+            writes.release(len(chunks))
+    assert job_log.last_seq == len(chunks)
 
 
 async def test_memory_stays_bounded_however_much_is_written(tmp_path: Path) -> None:
@@ -240,3 +287,28 @@ async def test_thousands_of_small_entries_appended_at_once_are_all_written(tmp_p
     assert job_log.error is None
     assert scan_log(job_log.path).last_seq == len(lines)
     assert await collect(job_log, Stream.STDOUT) == b"".join(lines)
+
+
+def test_read_entries_gives_records_of_every_size_around_the_read_window(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    sizes = [0, 1, READ_WINDOW - RECORD.size - 1, READ_WINDOW - 1, READ_WINDOW, READ_WINDOW + 1]
+    payloads = [os.urandom(n) for n in sizes * 3]
+    fd = open_for_append(path)
+    try:
+        for seq, payload in enumerate(payloads, 1):
+            write_all(fd, [record_header(1 + seq % 2, seq, len(payload)), payload])
+    finally:
+        os.close(fd)
+    end = path.stat().st_size
+    for first in (1, 2, 7, len(payloads)):
+        got: list[LogEntry] = []
+        offset, seq = len(MAGIC), first
+        while offset < end:
+            entries, offset = read_entries(path, offset, seq, end, 3 * READ_WINDOW)
+            got += entries
+            seq = got[-1].seq + 1 if got else seq
+        assert [e.seq for e in got] == list(range(first, len(payloads) + 1))
+        assert [e.data for e in got if isinstance(e, OutputEntry)] == payloads[first - 1 :]
+    # Filtered by kind, and stopped early by the end given.
+    entries, _ = read_entries(path, len(MAGIC), 1, end, end, (2,))
+    assert [e.seq for e in entries] == list(range(1, len(payloads) + 1, 2))
