@@ -13,6 +13,7 @@ import trio
 from hivewire.tokenfile import default_state_dir
 
 from . import __version__
+from .api.pace import BUDGET as FOLLOWER_MESSAGES
 from .catalog import CatalogUnavailable, bundled_catalog
 from .cgroups import DEFAULT_MAX_PIDS
 from .jobsandbox import DEFAULT_BUILD_USER
@@ -165,6 +166,15 @@ def main() -> None:
     "and Retry-After.  [default: half the file descriptors left after 256 for jobs]",
 )
 @click.option(
+    "--follower-messages",
+    type=click.IntRange(1),
+    default=int(FOLLOWER_MESSAGES),
+    show_default=True,
+    metavar="N",
+    help="Messages a second to all stream followers together once more than 8 follow; "
+    "output in between is batched.",
+)
+@click.option(
     "--keep-jobs",
     type=click.IntRange(0),
     default=DEFAULT_KEEP_JOBS,
@@ -223,6 +233,7 @@ def serve(
     grace: float,
     max_parallel: int | None,
     max_websockets: int | None,
+    follower_messages: int,
     keep_jobs: int,
     keep_days: float,
     keep_bytes: int,
@@ -260,6 +271,7 @@ def serve(
         keyfile=keyfile,
         retention=Retention(keep_jobs, keep_days, keep_bytes),
         max_websockets=max_websockets,
+        follower_messages=follower_messages,
         build_user=build_user,
         max_pids=max_pids,
         max_memory=max_memory,

@@ -38,6 +38,7 @@ from . import sandbox
 from .api import create_app
 from .api.auth import Access
 from .api.inputs import MAX_HEAD
+from .api.pace import BUDGET as FOLLOWER_MESSAGES
 from .api.pace import Pace
 from .catalog import Catalog, bundled_catalog
 from .cgroups import DEFAULT_MAX_PIDS
@@ -131,6 +132,8 @@ class HiveConfig:
     retention: Retention = field(default_factory=Retention)
     #: Websockets open at once at most; None: derived from the fd limit.
     max_websockets: int | None = None
+    #: Messages per second to all followers together while many follow (see hive.api.pace).
+    follower_messages: float = FOLLOWER_MESSAGES
     #: Who runs recipe code when the hive is root; limits per job.
     build_user: str = DEFAULT_BUILD_USER
     max_pids: int | None = DEFAULT_MAX_PIDS
@@ -288,7 +291,7 @@ async def _serve(
         log.info("removed %d leftover(s) of installs interrupted by a previous hive", removed)
     layers = containment.layers
     max_websockets = config.max_websockets or fds.max_websockets()
-    pace = Pace()
+    pace = Pace(budget=config.follower_messages)
     services = Services(
         engine=engine,
         installer=installer,

@@ -28,12 +28,19 @@ The rules (docs/api.md, "The stream"):
   :data:`~hivewire.protocol.MAX_FRAME_PAYLOAD` bytes of payload, or with
   ``format=json`` sent one chunk per text message; no message exceeds
   :data:`MAX_MESSAGE`.
+
+Many followers of one job read the same ranges of its log (the hive serves
+followers in groups that read at the same moment, and every follower that
+starts from 0 replays the same history), so the messages for a range are
+encoded once and shared (:class:`SharedFrames`): a range of seqs is immutable,
+so its messages are too.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -174,8 +181,10 @@ class StreamSender:
     closes as :meth:`finish` says.
     """
 
-    def __init__(self, query: StartQuery) -> None:
+    def __init__(self, query: StartQuery, shared: SharedFrames | None = None) -> None:
         self.query = query
+        #: Messages already encoded for other followers of the same job.
+        self.shared = shared
         #: The seq of the last event handed out (the stream continues after it).
         self.position = 0
         #: Whether the ``end`` event was handed out.
@@ -209,7 +218,11 @@ class StreamSender:
             assert not isinstance(head, ControlEvent), "a tail starts inside an output chunk"
             entries = [_Chunk(head.seq, head.stream, head.data[self._skip :]), *batch[1:]]
             self._skip = 0
-        out = list(_frames(entries, json_output=self.query.json))
+            out = list(_frames(entries, json_output=self.query.json))
+        elif self.shared is not None:
+            out = self.shared.messages(batch, json_output=self.query.json)
+        else:
+            out = list(_frames(entries, json_output=self.query.json))
         last = batch[-1]
         self.position = last.seq
         self.ended = isinstance(last, ControlEvent) and last.type == "end"
@@ -220,6 +233,46 @@ class StreamSender:
         if self.ended:
             return Close(NORMAL, "end of job", client_first=True)
         return Close(LOG_GONE, "the job's log ends before its end event")
+
+
+class SharedFrames:
+    """The messages for ranges of one job's log, encoded once for all its followers.
+
+    Keyed by the range's first and last seq and the format: a seq names one
+    event for good, so two followers that read the same range get the same
+    messages, the very same objects. The most recently used ranges are kept,
+    at most :attr:`max_ranges` of them and :attr:`max_bytes` of messages, so
+    that a cache costs a bounded amount whatever the job writes.
+    """
+
+    def __init__(self, max_ranges: int = 256, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_ranges = max_ranges
+        self.max_bytes = max_bytes
+        self.size = 0
+        #: Messages looked up, and how many of them were already encoded.
+        self.lookups = 0
+        self.hits = 0
+        self._ranges: OrderedDict[tuple[int, int, bool], tuple[list[Message], int]] = OrderedDict()
+
+    def messages(self, batch: Sequence[Entry], *, json_output: bool) -> list[Message]:
+        """The messages for ``batch`` (consecutive entries), as :func:`_frames`
+        makes them; the list is the caller's, the messages are shared."""
+        key = (batch[0].seq, batch[-1].seq, json_output)
+        self.lookups += 1
+        found = self._ranges.get(key)
+        if found is not None:
+            self.hits += 1
+            self._ranges.move_to_end(key)
+            return list(found[0])
+        out = list(_frames(batch, json_output=json_output))
+        size = sum(map(len, out))
+        if size <= self.max_bytes // 4:  # one huge range must not empty the cache
+            self._ranges[key] = (out, size)
+            self.size += size
+            while len(self._ranges) > self.max_ranges or self.size > self.max_bytes:
+                _, (_, dropped) = self._ranges.popitem(last=False)
+                self.size -= dropped
+        return list(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode
 
 from hivewire import API_VERSION
@@ -30,8 +29,7 @@ USER_AGENT = f"keeper/{__version__}"
 DEFAULT_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True)
-class Call(Generic[T]):
+class Call(NamedTuple, Generic[T]):
     """One request, and how to read the JSON body of its successful answer.
 
     ``read(body, url)`` raises :class:`HiveError` for a body of the wrong shape
@@ -41,7 +39,7 @@ class Call(Generic[T]):
     method: str
     path: str
     read: Callable[[Any, str], T]
-    query: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = {}  # never changed: each call is made anew
     body: Any = None
     #: Waits as long as the hive takes (a cancel waiting for its teardown report).
     unbounded: bool = False
@@ -56,17 +54,14 @@ class Call(Generic[T]):
 
 
 def headers(token: str | None) -> list[tuple[str, str]]:
+    """The fields every request carries; :class:`HiveError` for a token that cannot
+    be sent as one (a line break or a control character in it)."""
     found = [("User-Agent", USER_AGENT)]
     if token is not None:
+        if not token.isprintable() or token != token.strip():
+            raise HiveError("the token must be one line of printable characters, no blanks around")
         found.append(("Authorization", f"Bearer {token}"))
     return found
-
-
-def check_url(url: str) -> str:
-    """``url`` without a trailing slash; :class:`HiveError` unless it is http(s)://."""
-    if not url.startswith(("http://", "https://")):
-        raise HiveError(f"hive URL must start with http:// or https://, got {url!r}")
-    return url.rstrip("/")
 
 
 def websocket_url(base: str, path: str) -> str:

@@ -8,14 +8,21 @@ options become a :class:`keeper.context.Context` when a command asks for one.
 
 from __future__ import annotations
 
+import sys
+
 import click
 from click.shell_completion import CompletionItem
 
 from . import __version__
 from .config import DEFAULT_URL, ConfigError, KeeperConfig, config_path
+from .console import terminal_width
 from .lazy import LazyCommand, LazyGroup
 
 CONFIG_HINT = "$XDG_CONFIG_HOME/keeper/config.toml"
+
+#: The help's width as click would choose it (the terminal's, at most 80, less 2,
+#: at least 50), worked out here: click's own way imports shutil, and bz2 and lzma.
+HELP_WIDTH = max(min(terminal_width(sys.stdout), 80) - 2, 50)
 
 #: Every command: where it lives, and its short help for `keeper --help`.
 COMMANDS = {
@@ -100,7 +107,7 @@ def complete_hive_names(
 @click.group(
     cls=LazyGroup,
     lazy=COMMANDS,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": HELP_WIDTH},
     epilog=EXIT_CODES,
 )
 @click.option(

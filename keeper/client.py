@@ -27,18 +27,17 @@ from hivewire.protocol import Frame, ProtocolError, decode_frame
 from hivewire.stream import CloseKind, StreamClosed, classify_close
 
 from . import api
-from .auth import Credentials
+from .clientbase import ClientBase
 from .errors import (
     BeyondEnd,
     HiveError,
-    HiveUnreachable,
     NotFound,
     Refused,
     StreamComplete,
     StreamInterrupted,
     Unauthorized,
-    reason,
 )
+from .tls import client_context
 
 T = TypeVar("T")
 
@@ -50,7 +49,7 @@ MAX_MESSAGE = 4 * 1024 * 1024
 RECEIVE_BUFFER = 256 * 1024
 
 
-class HiveClient:
+class HiveClient(ClientBase):
     """``async with HiveClient(url, token=T) as hive: await hive.submit("cbuild")``.
 
     Before its first call the client checks, with ``/v1/health``, that it talks
@@ -59,33 +58,17 @@ class HiveClient:
     answers mean are :mod:`keeper.api`'s, shared with :mod:`keeper.blocking`.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        cacert: str | None = None,
-        timeout: float = api.DEFAULT_TIMEOUT,
-    ) -> None:
-        self.url = api.check_url(url)
-        self._token = token
-        try:
-            self._ssl = ssl.create_default_context(cafile=cacert)
-        except (OSError, ssl.SSLError) as exc:
-            raise HiveError(f"cannot use CA file {cacert}: {reason(exc)}") from None
-        try:
-            self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=timeout, headers=api.headers(token), verify=self._ssl
-            )
-        except httpx.InvalidURL as exc:
-            raise HiveError(f"bad hive URL {url!r}: {exc}") from None
-        self._compatible = False
-
-    @classmethod
-    def of(cls, hive: Credentials, *, timeout: float = api.DEFAULT_TIMEOUT) -> HiveClient:
-        return cls(hive.url, token=hive.token, cacert=hive.cacert, timeout=timeout)
+    _http: httpx.AsyncClient
+    _ssl: ssl.SSLContext
 
     async def __aenter__(self) -> HiveClient:
+        self._ssl = client_context(self.cacert)
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.url, timeout=self.timeout, headers=self.headers, verify=self._ssl
+            )
+        except httpx.InvalidURL as exc:  # what httpx alone refuses
+            raise HiveError(f"bad hive URL {self.url!r}: {exc}") from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -93,12 +76,12 @@ class HiveClient:
 
     async def call(self, call: api.Call[T]) -> T:
         """Make ``call`` (after checking, once, that this is a hive of our API version)."""
-        if not self._compatible:
+        if not self.compatible:
             await self.health()
         return await self._call(call)
 
     async def _call(self, call: api.Call[T]) -> T:
-        timeout = None if call.unbounded else self._http.timeout
+        timeout = None if call.unbounded else self.timeout
         try:
             response = await self._http.request(
                 call.method,
@@ -109,21 +92,15 @@ class HiveClient:
                 timeout=timeout,
             )
         except httpx.TimeoutException:
-            raise HiveUnreachable(f"hive at {self.url} did not answer in time") from None
+            raise self.timed_out() from None
         except httpx.HTTPError as exc:
-            raise HiveUnreachable(f"cannot reach the hive at {self.url}: {reason(exc)}") from None
-        return api.answer(
-            call, self.url, response.status_code, response.content, token_sent=self._token_sent
-        )
-
-    @property
-    def _token_sent(self) -> bool:
-        return self._token is not None
+            raise self.unreachable(exc) from None
+        return self.answer(call, response.status_code, response.content)
 
     async def health(self) -> dict[str, Any]:
         """The hive's health; raises :class:`Incompatible` for another API version."""
         result = await self._call(api.health())
-        self._compatible = True
+        self.compatible = True
         return result
 
     async def submit(
@@ -151,13 +128,11 @@ class HiveClient:
 
         Raises :class:`StreamInterrupted` if the connection is lost first.
         """
-        if not self._compatible:
+        if not self.compatible:
             await self.health()
         target = api.stream_target(job_id, since=since, tail_lines=tail_lines)
         url = api.websocket_url(self.url, target)
-        headers = [
-            (name.lower().encode(), value.encode()) for name, value in api.headers(self._token)
-        ]
+        headers = [(name.lower().encode(), value.encode()) for name, value in self.headers]
         try:
             async with open_websocket_url(
                 url,
@@ -177,7 +152,7 @@ class HiveClient:
     def _rejected(self, exc: ConnectionRejected) -> HiveError:
         """The HTTP answer that refused a websocket handshake, as an error."""
         if exc.status_code == 401:
-            return api.unauthorized(self.url, token_sent=self._token_sent)
+            return api.unauthorized(self.url, token_sent=self.token is not None)
         try:
             body = json.loads(exc.body or b"")
             message = str(body["message"])

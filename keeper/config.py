@@ -21,11 +21,9 @@ the file it is given and resolves names; it opens no connection.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 #: Where a hive listens when nothing else is said (``hive serve``'s default bind).
@@ -39,8 +37,7 @@ class ConfigError(ValueError):
     """The config file is unreadable or names a hive that is not in it."""
 
 
-@dataclass(frozen=True)
-class HiveTarget:
+class HiveTarget(NamedTuple):
     """A hive to talk to: where, how to authenticate, and what it is called."""
 
     url: str
@@ -65,8 +62,7 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "keeper" / "config.toml"
 
 
-@dataclass(frozen=True)
-class KeeperConfig:
+class KeeperConfig(NamedTuple):
     hives: dict[str, HiveTarget]
     default: str | None = None
 
@@ -74,10 +70,18 @@ class KeeperConfig:
     def load(cls, path: Path) -> KeeperConfig:
         """Read ``path``; a missing file is an empty config."""
         try:
-            raw = tomllib.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             return cls(hives={})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        # Here, not at the top: most keepers have no config file, and tomllib's
+        # import (it compiles its regular expressions) is a fifth of bare Python's start.
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         return cls.parse(raw, origin=path)
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 #: Prefix of makepkg.sh's stage lines ("==> Starting build()").
 STAGE_MARK = b"==> "
@@ -30,7 +29,7 @@ def is_tty(stream: BinaryIO) -> bool:
         return False
 
 
-def terminal_width(stream: BinaryIO) -> int:
+def terminal_width(stream: IO[Any]) -> int:
     """Columns of the terminal ``stream`` writes to ($COLUMNS wins; 80 if unknown),
     as shutil.get_terminal_size says for stdout."""
     try:
@@ -48,6 +47,19 @@ def colour_wanted(stream: BinaryIO, environ: dict[str, str] | None = None) -> bo
     """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
     env = os.environ if environ is None else environ
     return is_tty(stream) and "NO_COLOR" not in env and env.get("TERM") != "dumb"
+
+
+def live_wanted(stream: BinaryIO) -> bool:
+    """A live line only on a terminal that can redraw one."""
+    return is_tty(stream) and os.environ.get("TERM") != "dumb"
+
+
+def streams(stdout: BinaryIO | None, stderr: BinaryIO | None) -> tuple[BinaryIO, BinaryIO]:
+    """The streams given, else this process's own."""
+    return (
+        stdout if stdout is not None else sys.stdout.buffer,
+        stderr if stderr is not None else sys.stderr.buffer,
+    )
 
 
 def human_bytes(count: int) -> str:
@@ -78,14 +90,14 @@ def last_stage(data: bytes) -> str | None:
     return line.decode(errors="replace").strip() or None
 
 
-@dataclass
 class Progress:
     """What the live line shows; updated from the output as it passes."""
 
-    started: float = field(default_factory=time.monotonic)
-    stage: str = "waiting"
-    lines: int = 0
-    size: int = 0
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.stage = "waiting"
+        self.lines = 0
+        self.size = 0
 
     def feed(self, data: bytes) -> None:
         self.size += len(data)
@@ -135,12 +147,10 @@ class Console:
         colour: bool | None = None,
         live: bool | None = None,
     ) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout.buffer
-        self.stderr = stderr if stderr is not None else sys.stderr.buffer
+        self.stdout, self.stderr = streams(stdout, stderr)
         self.quiet = quiet
         self.colour = colour_wanted(self.stderr) if colour is None else colour
-        wants_live = is_tty(self.stderr) and os.environ.get("TERM") != "dumb"
-        self.live = (wants_live if live is None else live) and not quiet
+        self.live = (live_wanted(self.stderr) if live is None else live) and not quiet
         self.progress = Progress()
         self._stdout_on_tty = is_tty(self.stdout)
         self._at_line_start = True  # where the terminal's cursor is

@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import sys
 from typing import Any, BinaryIO
 
-from .console import COLOURS, ERASE_LINE, Progress, colour_wanted, is_tty, terminal_width
+from .console import (
+    COLOURS,
+    ERASE_LINE,
+    Progress,
+    colour_wanted,
+    live_wanted,
+    streams,
+    terminal_width,
+)
 
 
 class FleetConsole:
@@ -41,13 +47,12 @@ class FleetConsole:
         colour: bool | None = None,
         live: bool | None = None,
     ) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout.buffer
-        self.stderr = stderr if stderr is not None else sys.stderr.buffer
+        self.stdout, self.stderr = streams(stdout, stderr)
         self.quiet = quiet
         self.as_json = as_json
         self.colour = colour_wanted(self.stderr) if colour is None else colour
-        wants_live = is_tty(self.stderr) and os.environ.get("TERM") != "dumb"
-        self.live = (wants_live if live is None else live) and not quiet and not as_json
+        wanted = live_wanted(self.stderr) if live is None else live
+        self.live = wanted and not quiet and not as_json
         self.progress = {label: Progress() for label in labels}
         self._partial: dict[tuple[str, bool], bytes] = {}
         self._live_shown = False

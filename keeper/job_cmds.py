@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -35,30 +35,42 @@ JOB_COLUMNS: list[Column] = [
 
 HIVE_COLUMN: Column = ("HIVE", lambda r: r["hive"])
 
+#: JOB (or HIVE:JOB) of status, logs and cancel, completed from the hives' jobs.
+job_argument = click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
+
 
 def named(target: HiveTarget, exc: HiveError) -> HiveError:
     """``exc`` with the hive's name in front, for answers merged from several hives."""
     return type(exc)(f"{target.label}: {exc}", status=exc.status, body=exc.body)
 
 
-def locate(ctx: Context, ref: str) -> tuple[HiveTarget, BlockingClient, dict[str, Any]]:
-    """The hive that has job ``ref`` (``JOB`` or ``HIVE:JOB``), a client for it, the job."""
+class Located(NamedTuple):
+    target: HiveTarget
+    client: BlockingClient
+    job_id: str
+    #: The job's record, if the hives had to be asked for it.
+    job: dict[str, Any] | None
+
+
+def locate(ctx: Context, ref: str) -> Located:
+    """The hive that has job ``ref`` (``JOB`` or ``HIVE:JOB``), a client for it, the
+    job's id. With one hive, or the hive named, nothing is asked yet; with several,
+    each is asked for the job, and exactly one must have it."""
     target, job_id = ctx.split_job(ref)
     if target is not None:
-        client = BlockingClient.of(ctx.credentials(target))
-        return target, client, client.call(api.job(job_id))
-    found = []
+        return Located(target, BlockingClient.of(ctx.credentials(target)), job_id, None)
+    found: list[Located] = []
     errors: list[HiveError] = []
     for target in ctx.targets:
         client = BlockingClient.of(ctx.credentials(target))
         try:
-            found.append((target, client, client.call(api.job(job_id))))
+            found.append(Located(target, client, job_id, client.call(api.job(job_id))))
         except NotFound:
             continue
         except HiveError as exc:
             errors.append(named(target, exc))
     if len(found) > 1:
-        hives = ", ".join(target.label for target, _, _ in found)
+        hives = ", ".join(located.target.label for located in found)
         raise click.UsageError(f"job {job_id} is on several hives ({hives}): say HIVE:{job_id}")
     if found:
         return found[0]
@@ -102,7 +114,7 @@ def jobs(ctx: Context, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
+@job_argument
 @click.option("--json", "as_json", is_flag=True, help="The job record as JSON.")
 @pass_context
 def status(ctx: Context, job_id: str, as_json: bool) -> None:
@@ -112,7 +124,9 @@ def status(ctx: Context, job_id: str, as_json: bool) -> None:
     """
 
     def main() -> int:
-        target, _client, job = locate(ctx, job_id)
+        located = locate(ctx, job_id)
+        target = located.target
+        job = located.job or located.client.call(api.job(located.job_id))
         if as_json:
             click.echo(json.dumps({"hive": target.label, **job} if ctx.several else job))
             return ExitCode.OK
@@ -140,7 +154,7 @@ def status(ctx: Context, job_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
+@job_argument
 @click.option("--stderr", "stderr", is_flag=True, help="The job's stderr instead of its stdout.")
 @pass_context
 def logs(ctx: Context, job_id: str, stderr: bool) -> None:
@@ -151,8 +165,7 @@ def logs(ctx: Context, job_id: str, stderr: bool) -> None:
     """
 
     def main() -> int:
-        target, job = ctx.split_job(job_id)
-        client = BlockingClient.of(ctx.credentials(target)) if target else locate(ctx, job)[1]
+        _target, client, job, _ = locate(ctx, job_id)
         out = sys.stdout.buffer
         with client.log(job, stream="stderr" if stderr else "stdout") as chunks:
             try:
@@ -167,7 +180,7 @@ def logs(ctx: Context, job_id: str, stderr: bool) -> None:
 
 
 @click.command()
-@click.argument("job_id", metavar="JOB", shell_complete=complete_jobs)
+@job_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the ended job as JSON.")
 @pass_context
 def cancel(ctx: Context, job_id: str, as_json: bool) -> None:
@@ -177,11 +190,7 @@ def cancel(ctx: Context, job_id: str, as_json: bool) -> None:
     """
 
     def main() -> int:
-        target, job = ctx.split_job(job_id)
-        if target is not None:
-            client = BlockingClient.of(ctx.credentials(target))
-        else:
-            target, client, _ = locate(ctx, job)
+        target, client, job, _ = locate(ctx, job_id)
         where = f"{target.label}:" if ctx.several else ""
         try:
             ended = client.call(api.cancel(job, wait=True))

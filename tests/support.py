@@ -250,9 +250,14 @@ async def keeper_at(
     url: str, *args: str, env: Mapping[str, str], timeout: float = 60.0
 ) -> KeeperRun:
     """Run `keeper --hive URL ARGS...` in ``env`` to completion."""
+    return await keeper_in(env, "--hive", url, *args, timeout=timeout)
+
+
+async def keeper_in(env: Mapping[str, str], *args: str, timeout: float = 60.0) -> KeeperRun:
+    """Run `keeper ARGS...` in ``env`` to completion (the hive as they or ``env`` say)."""
     with trio.fail_after(timeout):
         done = await trio.run_process(
-            [sys.executable, "-m", "keeper", "--hive", url, *args],
+            [sys.executable, "-m", "keeper", *args],
             capture_stdout=True,
             capture_stderr=True,
             check=False,

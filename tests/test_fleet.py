@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -30,11 +29,11 @@ import pytest
 import trio
 
 from .support import (
-    ROOT,
     TEST_RECIPES,
     Hive,
     LineWatcher,
     job_processes,
+    keeper_in,
     keeper_running,
     recipe,
     running_hive,
@@ -194,16 +193,17 @@ def keeper_run(
     return keeper_running(*args, env=env, timeout=120)
 
 
-async def keeper_at_all(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(60):
-        return await trio.run_process(
-            [sys.executable, "-m", "keeper", *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-            env=env,
-        )
+@asynccontextmanager
+async def ready_everywhere(
+    fleet: Fleet, worker: str, *args: str, hives: str = "all"
+) -> AsyncIterator[tuple[trio.Process, LineWatcher, LineWatcher]]:
+    """`keeper --hive HIVES download WORKER --follow ARGS...`, once WORKER says it is
+    ready on every hive of the fleet."""
+    argv = ("--hive", hives, "download", worker, "--follow", *args)
+    async with keeper_run(fleet.env(), *argv) as running:
+        for name in NAMES:
+            await running[1].wait_for(f"[{name}] {worker} ready".encode(), timeout=60)
+        yield running
 
 
 def job_ids(stderr: bytes, labels: list[str]) -> dict[str, str]:
@@ -260,32 +260,25 @@ async def test_fan_out_install_keeps_every_line_whole_and_prefixed(tmp_path: Pat
             )
         # The jobs of all hives in one list, with a HIVE column; a job found by id alone.
         env = {**fleet.env(), "HIVE_TOKEN": gamma.token}
-        listed = await keeper_at_all(env, "--hive", targets, "jobs", "--json")
+        listed = await keeper_in(env, "--hive", targets, "jobs", "--json")
         rows = [json.loads(line) for line in listed.stdout.splitlines()]
         assert sorted((row["hive"], row["id"]) for row in rows) == sorted(ids.items())
-        table = await keeper_at_all(env, "--hive", targets, "jobs")
+        table = await keeper_in(env, "--hive", targets, "jobs")
         assert table.stdout.decode().splitlines()[0].split()[:2] == ["HIVE", "JOB"]
-        status = await keeper_at_all(env, "--hive", "all", "status", ids["beta"], "--json")
+        status = await keeper_in(env, "--hive", "all", "status", ids["beta"], "--json")
         assert json.loads(status.stdout)["hive"] == "beta"
-        named = await keeper_at_all(env, "--hive", "all", "status", f"alpha:{ids['alpha']}")
+        named = await keeper_in(env, "--hive", "all", "status", f"alpha:{ids['alpha']}")
         assert f"job:          {ids['alpha']}" in named.stdout.decode()
-        missing = await keeper_at_all(env, "--hive", "all", "cancel", "0123456789ab")
-        assert missing.returncode == 4 and "no job 0123456789ab on alpha, beta, gamma" in (
-            missing.stderr.decode()
-        )
+        missing = await keeper_in(env, "--hive", "all", "cancel", "0123456789ab")
+        assert missing.returncode == 4
+        assert "no job 0123456789ab on alpha, beta, gamma" in missing.stderr
 
 
 async def test_one_ctrl_c_cancels_on_every_hive_and_waits_for_every_report(
     tmp_path: Path,
 ) -> None:
     async with fleet_of_three(tmp_path) as fleet:
-        async with keeper_run(fleet.env(), "--hive", "all", "download", "tree", "--follow") as (
-            process,
-            out,
-            err,
-        ):
-            for name in NAMES:
-                await out.wait_for(f"[{name}] tree ready".encode(), timeout=60)
+        async with ready_everywhere(fleet, "tree") as (process, _out, err):
             ids = job_ids(err.data, list(NAMES))
             for job_id in ids.values():
                 # bash driver + 2 x (bash, bash, sleep, sleep) + the TERM-ignoring loop
@@ -318,13 +311,7 @@ async def test_a_second_ctrl_c_stops_waiting_and_names_the_unconfirmed_hives(
     # A grace of 5 s: the TERM-ignoring member of `tree` keeps every teardown
     # unconfirmed for that long, so the second Ctrl+C surely comes first.
     async with fleet_of_three(tmp_path, grace=5.0) as fleet:
-        async with keeper_run(fleet.env(), "--hive", "all", "download", "tree", "--follow") as (
-            process,
-            out,
-            err,
-        ):
-            for name in NAMES:
-                await out.wait_for(f"[{name}] tree ready".encode(), timeout=60)
+        async with ready_everywhere(fleet, "tree") as (process, _out, err):
             process.send_signal(signal.SIGINT)
             for name in NAMES:
                 await err.wait_for(f"[{name}] hive: sent SIGTERM".encode(), timeout=60)
@@ -343,10 +330,11 @@ async def test_a_hive_lost_mid_run_is_named_and_the_others_complete(tmp_path: Pa
     async with fleet_of_three(tmp_path) as fleet:
         # A fourth hive that is not there at all: named, and the others go on.
         hives = "alpha,beta,gamma,http://127.0.0.1:1"
-        args = ("--hive", hives, "download", "gated", "--follow", "--reconnect-for", "1")
-        async with keeper_run(fleet.env(), *args) as (process, out, err):
-            for name in NAMES:
-                await out.wait_for(f"[{name}] gated ready".encode(), timeout=60)
+        async with ready_everywhere(fleet, "gated", "--reconnect-for", "1", hives=hives) as (
+            process,
+            out,
+            err,
+        ):
             ids = job_ids(err.data, list(NAMES))
             beta = fleet.hives["beta"]
             beta.process.kill()

@@ -10,6 +10,7 @@ import pytest
 
 from hivewire import API_VERSION
 from keeper import api
+from keeper.address import Address, address
 from keeper.errors import HiveError, Incompatible, NotFound, Refused, Unauthorized
 
 URL = "http://h:1"
@@ -63,7 +64,20 @@ def test_answers_and_errors() -> None:
 
 
 def test_urls() -> None:
-    assert api.check_url("https://h:1/") == "https://h:1"
+    assert address("https://u@h:1/base/") == Address(
+        "https://u@h:1/base", "h", 1, "h:1", "/base", True
+    )
+    assert address("http://[::1]").port == 80 and address("http://[::1]").host == "::1"
     with pytest.raises(HiveError, match="must start with http"):
-        api.check_url("ftp://h")
+        address("ftp://h")
+    for bad in ("http://h:port", "http://:1", "http://[::1"):
+        with pytest.raises(HiveError, match="bad hive URL"):
+            address(bad)
     assert api.websocket_url("https://h:1", "/p") == "wss://h:1/p"
+
+
+def test_a_token_goes_out_as_one_header_line_or_not_at_all() -> None:
+    assert ("Authorization", "Bearer t0k") in api.headers("t0k")
+    for bad in ("t0k\n", "t0k\r\nX-Evil: 1", " t0k", "t\x00k"):
+        with pytest.raises(HiveError, match="one line of printable"):
+            api.headers(bad)

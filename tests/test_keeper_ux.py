@@ -12,21 +12,9 @@ from pathlib import Path
 
 import trio
 
-from .support import ROOT, Hive, keeper
+from .support import ROOT, Hive, keeper, keeper_in
 
 ESC = b"\x1b["
-
-
-async def run_keeper(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(60):
-        return await trio.run_process(
-            [sys.executable, "-m", "keeper", *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-            env=env,
-        )
 
 
 async def follow_on_a_terminal(hive: Hive, env: dict[str, str]) -> tuple[int, bytes, bytes]:
@@ -122,12 +110,34 @@ async def test_json_for_scripts(hive: Hive) -> None:
 async def test_completion_offers_the_hives_workers_and_jobs(hive: Hive) -> None:
     job_id = (await keeper(hive, "download", "chatty")).stdout.decode().strip()
     env = {**hive.keeper_env(), "HIVE_URL": hive.url, "_KEEPER_COMPLETE": "bash_complete"}
-    workers = await run_keeper(env={**env, "COMP_WORDS": "keeper download ch", "COMP_CWORD": "2"})
+    workers = await keeper_in({**env, "COMP_WORDS": "keeper download ch", "COMP_CWORD": "2"})
     assert "plain,chatty" in workers.stdout.decode().splitlines()
-    jobs = await run_keeper(env={**env, "COMP_WORDS": "keeper status ", "COMP_CWORD": "2"})
+    jobs = await keeper_in({**env, "COMP_WORDS": "keeper status ", "COMP_CWORD": "2"})
     assert f"plain,{job_id}" in jobs.stdout.decode().splitlines()
-    script = await run_keeper("completion", "bash", env=hive.keeper_env())
+    script = await keeper_in(hive.keeper_env(), "completion", "bash")
     assert b"_KEEPER_COMPLETE=bash_complete" in script.stdout
+
+
+async def test_the_bash_script_completes_in_bash(hive: Hive) -> None:
+    """The printed script, evaluated by a real bash, completes a command name
+    (the installed `keeper` script answers the shell's question)."""
+    script = (await keeper_in(hive.keeper_env(), "completion", "bash")).stdout.decode()
+    probe = "\n".join(
+        [
+            script,
+            "COMP_WORDS=(keeper do); COMP_CWORD=1; _keeper_completion keeper do keeper",
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ]
+    )
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    with trio.fail_after(60):
+        done = await trio.run_process(
+            ["bash", "--norc", "-c", probe],
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**hive.keeper_env(), "PATH": path},
+        )
+    assert done.stdout.decode().split() == ["download"], done.stderr
 
 
 async def test_named_hives(hive: Hive, tmp_path: Path) -> None:
@@ -140,13 +150,13 @@ async def test_named_hives(hive: Hive, tmp_path: Path) -> None:
     env = {**os.environ, "KEEPER_CONFIG": str(config)}
     env.pop("HIVE_URL", None)
     env.pop("HIVE_TOKEN", None)
-    listed = await run_keeper("hives", "--json", env=env)
+    listed = await keeper_in(env, "hives", "--json")
     rows = {row["name"]: row for row in map(json.loads, listed.stdout.decode().splitlines())}
     assert rows["here"]["reachable"] and rows["here"]["default"]
     assert not rows["gone"]["reachable"] and "cannot reach" in rows["gone"]["error"]
-    by_default = await run_keeper("jobs", "--json", env=env)
-    by_name = await run_keeper("--hive", "here", "jobs", "--json", env=env)
+    by_default = await keeper_in(env, "jobs", "--json")
+    by_name = await keeper_in(env, "--hive", "here", "jobs", "--json")
     assert by_default.returncode == by_name.returncode == 0
-    unknown = await run_keeper("--hive", "nowhere", "jobs", env=env)
+    unknown = await keeper_in(env, "--hive", "nowhere", "jobs")
     assert unknown.returncode == 2
-    assert b"no hive named 'nowhere' (known: gone, here)" in unknown.stderr
+    assert "no hive named 'nowhere' (known: gone, here)" in unknown.stderr

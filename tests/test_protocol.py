@@ -18,6 +18,7 @@ from hivewire.protocol import (
     StartAt,
     Stream,
     decode_frame,
+    encode_output,
 )
 from hivewire.stream import (
     BAD_REQUEST,
@@ -30,6 +31,7 @@ from hivewire.stream import (
     Close,
     CloseKind,
     Entry,
+    SharedFrames,
     StartQuery,
     StreamRefused,
     StreamSender,
@@ -187,6 +189,85 @@ def test_binary_messages_stay_under_the_limit() -> None:
     assert b"".join(m[HEADER_SIZE:] for m in messages if isinstance(m, bytes)) == b"".join(
         c.data for c in chunks
     )
+
+
+HISTORY: list[Entry] = [
+    ControlEvent(1, {"type": "state", "state": "running"}),
+    out(2, b"one\ntwo\n"),
+    out(3, b"three\n"),
+    out(4, b"\xff\xfe not utf-8\n", Stream.STDERR),
+    ControlEvent(5, {"type": "message", "text": "h\u00e9"}),
+    out(6, b"x" * (MAX_FRAME_PAYLOAD - 1)),
+    out(7, b"yz"),
+    out(8, "\u00e9\n".encode()),
+    END,
+]
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+@pytest.mark.parametrize("cuts", [(9,), (1, 4, 9), (3, 5, 6, 8, 9), tuple(range(1, 10))])
+def test_shared_frames_are_the_bytes_a_follower_encodes_alone(
+    json_output: bool, cuts: tuple[int, ...]
+) -> None:
+    """Followers sharing one cache get exactly the messages each would encode
+    on its own, the second one the very same objects."""
+    shared = SharedFrames()
+    streams: list[list[bytes | str]] = []
+    for cache in (None, shared, shared):
+        sender = StreamSender(StartQuery(json=json_output), cache)
+        sender.start(since=0, last_seq=9, ends=True)
+        messages: list[bytes | str] = []
+        start = 0
+        for cut in cuts:  # the same batches a follower gets from the log
+            messages += sender.messages(HISTORY[start:cut])
+            start = cut
+        assert sender.ended and sender.position == 9
+        streams.append(messages)
+    alone, first, second = streams
+    assert first == alone and second == alone
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    assert shared.lookups == 2 * len(cuts) and shared.hits == len(cuts)
+    cursor = ResumeCursor()
+    assert all(cursor.accept(decode_frame(m)) for m in alone) and cursor.since == 9
+
+
+def test_shared_frames_keep_the_formats_apart() -> None:
+    shared = SharedFrames()
+    binary = StreamSender(StartQuery(), shared)
+    text = StreamSender(StartQuery(json=True), shared)
+    batch = HISTORY[1:3]
+    assert binary.messages(batch) == [encode_output(Stream.STDOUT, 2, 3, b"one\ntwo\nthree\n")]
+    assert [json.loads(m)["data"] for m in text.messages(batch)] == ["one\ntwo\n", "three\n"]
+    assert shared.hits == 0
+
+
+def test_a_tail_start_is_cut_for_its_follower_alone() -> None:
+    """The first batch of ``tail_lines`` drops the start of its first chunk: that
+    is this follower's own message, not the range's, and must not be shared."""
+    shared = SharedFrames()
+    tail = StreamSender(StartQuery(tail_lines=2), shared)
+    tail.start(since=1, last_seq=9, ends=True, skip=4)
+    assert decoded(tail.messages(HISTORY[1:3])) == [
+        OutputChunk(Stream.STDOUT, 2, 3, b"two\nthree\n")
+    ]
+    whole = StreamSender(StartQuery(), shared)
+    whole.start(since=1, last_seq=9, ends=True)
+    assert decoded(whole.messages(HISTORY[1:3])) == [
+        OutputChunk(Stream.STDOUT, 2, 3, b"one\ntwo\nthree\n")
+    ]
+    assert decoded(tail.messages(HISTORY[3:4])) == decoded(whole.messages(HISTORY[3:4]))
+    assert shared.hits == 1  # the tail's next batch is the range's own
+
+
+def test_shared_frames_stay_within_their_bounds() -> None:
+    shared = SharedFrames(max_ranges=4, max_bytes=4096)
+    for seq in range(1, 20):
+        shared.messages([out(seq, b"a" * 100)], json_output=False)
+    assert len(shared._ranges) == 4 and shared.size == 4 * (HEADER_SIZE + 100)
+    shared.messages([out(20, b"b" * 2000)], json_output=False)  # over a quarter: not kept
+    assert (20, 20, False) not in shared._ranges and shared.size <= 4096
+    shared.messages([out(19, b"a" * 100)], json_output=False)
+    assert shared.hits == 1  # the most recent ranges are the ones kept
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from hive.jobsandbox import ENV_ALLOW
+from hivewire import API_VERSION
 from hivewire.tokenfile import TokenFileError, load_or_create_token, read_token
 from keeper.auth import parse_listeners
 from keeper.errors import ExitCode
@@ -514,6 +515,31 @@ async def test_keeper_against_things_that_are_not_this_hive(tmp_path: Path) -> N
     assert result.returncode == 2, result.stderr  # click's usage error
     assert "Error: no hive named 'nonsense' (known: none configured)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("says_so", [True, False], ids=["connection-close", "silent-close"])
+async def test_keeper_asks_again_when_a_server_closes_after_the_version_check(
+    says_so: bool,
+) -> None:
+    """A one-shot command sends its question right behind the health check on one
+    connection; a server that answers only the first request per connection (and
+    closes, saying so or not) still gets asked, on a new connection."""
+    health = json.dumps({"status": "ok", "version": "0.1.0", "api": API_VERSION}).encode()
+    job = {"id": "j1", "state": "succeeded", "worker": "w", "exit_code": 0, "created_at": "t"}
+    jobs = json.dumps({"jobs": [job]}).encode()
+    seen: list[bytes] = []
+
+    def answer(request: bytes) -> bytes:
+        seen.append(request.split(b"\r\n", 1)[0])
+        body = health if request.startswith(b"GET /v1/health ") else jobs
+        response = http_response("200 OK", "application/json", body)
+        return response if says_so else response.replace(b"Connection: close\r\n", b"")
+
+    async with canned_server(answer) as url:
+        result = await run_keeper(url, "jobs", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "j1"
+    assert seen == [b"GET /v1/health HTTP/1.1", b"GET /v1/jobs HTTP/1.1"]
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from ..services import Services
 from . import auth
 from .catalog import blueprint as catalog_blueprint
-from .context import EXTENSION, PACE
+from .context import EXTENSION, FOLLOWERS, PACE
 from .errors import (
     CLOSE_INTERNAL_ERROR,
     ApiError,
@@ -30,6 +30,7 @@ from .errors import (
     refusal,
     refuse_websocket,
 )
+from .followers import Followers
 from .inputs import check_body, check_head, check_query, read_body
 from .jobs import blueprint as jobs_blueprint
 from .limits import WebsocketLimit
@@ -91,7 +92,8 @@ def create_app(
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = None  # DELETE ?wait=true may outlast Quart's 60 s
     app.extensions[EXTENSION] = services
-    app.extensions[PACE] = pace or Pace()
+    app.extensions[PACE] = pace = pace or Pace()
+    app.extensions[FOLLOWERS] = Followers(pace)
     app.asgi_app = shield_send(app.asgi_app)  # type: ignore[method-assign]
     if max_websockets is not None:
         app.asgi_app = WebsocketLimit(max_websockets).wrap(app.asgi_app)  # type: ignore[method-assign]

@@ -25,9 +25,10 @@ from ..install import OPERATION, InstallInProgress, MissingDependencies, RecipeB
 from ..joblog import LogUnavailable
 from ..jobs import Job, JobAlreadyEnded, JobNotFound
 from ..pkgbuild import ReaderUnavailable
-from .context import pace, services
+from .context import followers, pace, services
 from .errors import FOLLOWER_GONE, ApiError, fail, log_refusal, one_line
 from .inputs import accepts, json_object, takes_body
+from .pace import Follower
 
 blueprint = Blueprint("jobs", __name__)
 
@@ -175,13 +176,39 @@ async def _serve(job: Job, sender: StreamSender) -> Close:
         await websocket.send(message)
     if close is not None:
         return close
-    with pace().follower() as follower:
-        async for batch in job.log.follow(since):
-            for message in sender.messages(batch):
-                await websocket.send(message)
-            if not sender.ended:
-                await follower.sent()
+    with followers().attach(job.id, job.log) as shared:
+        sender.shared = shared.shared
+        with pace().follower(shared.feed) as follower:
+            await _follow(job, sender, follower)
     return sender.finish()
+
+
+async def _follow(job: Job, sender: StreamSender, follower: Follower) -> None:
+    """Send what the log holds and will hold after ``sender.position``, at most
+    one batch per turn of the follower (see :mod:`hive.api.pace`).
+
+    The turn comes *before* a send, and a follower that has read everything
+    waits for the job's next write on its feed, which wakes it at its turn: so
+    a line the job writes reaches a crowd of followers group by group over a
+    round, not as a thousand wake-ups and sends at once. One that has output
+    waiting reads it after its turn, so that what the job wrote meanwhile goes
+    out in the same message.
+    """
+    log = job.log
+    turn_due = False
+    batches = log.follow(sender.position)
+    while True:
+        if log.last_seq == sender.position and not log.closed:
+            await follower.news()  # at this follower's turn (at once if not crowded)
+            turn_due = False
+        elif turn_due:
+            await follower.turn()
+        batch = await anext(batches, None)
+        if batch is None:
+            return
+        for message in sender.messages(batch):
+            await websocket.send(message)
+        turn_due = True
 
 
 async def _client_close_or_shutdown() -> None:

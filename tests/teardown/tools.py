@@ -296,15 +296,15 @@ class Leftovers:
                 pidfd = os.pidfd_open(pid)
                 try:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                    # Until it is dead, the v1 cgroups it is in cannot be removed.
+                    with trio.fail_after(20):
+                        await trio.lowlevel.wait_readable(pidfd)
                 finally:
                     os.close(pidfd)
         for path in self.cgroups:
-            for v1 in v1_counterparts(path):  # pids and memory limits (no processes to kill)
-                for child in v1.glob("job-*"):
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-                with contextlib.suppress(OSError):
-                    v1.rmdir()
+            for v1 in v1_counterparts(path):  # pids and memory limits (the processes are dead)
+                for child in [*v1.glob("job-*"), v1]:
+                    await wait_until(lambda c=child: _removed(c))
             if path.is_dir():
                 for child in path.glob("job-*"):
                     with contextlib.suppress(OSError):
@@ -315,3 +315,15 @@ class Leftovers:
                 with contextlib.suppress(OSError):
                     path.rmdir()
         return sorted(survivors)
+
+
+def _removed(cgroup: Path) -> bool:
+    """Remove an empty cgroup: whether it is gone (a dead member may take a
+    moment to leave a v1 hierarchy)."""
+    try:
+        cgroup.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
