@@ -706,6 +706,16 @@ class TreeKiller:
         fresh = [pid for pid in procs if pid not in self._tracked]
         return procs, job, marked, in_cgroup, self._in_namespace(fresh)
 
+    def _blinded(self, exc: OSError, strike: signal.Signals | None) -> list[_Tracked]:
+        """Out of descriptors or memory while counting: strike blind (if asked
+        to strike) and track nothing new. Any other error is raised."""
+        if not exhausted(exc):
+            raise exc
+        self._blind = f"cannot read /proc: {exc.strerror or exc}"
+        if strike is not None:
+            self._strike(strike)
+        return []
+
     def _discover(self, *, full: bool, strike: signal.Signals | None = None) -> list[_Tracked]:
         """Start tracking members not seen before; return them.
 
@@ -720,21 +730,11 @@ class TreeKiller:
             try:
                 return self._census_namespace(self._namespace)
             except OSError as exc:
-                if not exhausted(exc):
-                    raise
-                self._blind = f"cannot read /proc: {exc.strerror or exc}"
-                if strike is not None:
-                    self._strike(strike)
-                return []
+                return self._blinded(exc, strike)
         try:
             procs, job, marked, in_cgroup, in_namespace = self._scan(full=full)
         except OSError as exc:
-            if not exhausted(exc):
-                raise
-            self._blind = f"cannot read /proc: {exc.strerror or exc}"
-            if strike is not None:
-                self._strike(strike)
-            return []
+            return self._blinded(exc, strike)
         init = [self._namespace.pid] if self._namespace is not None else []
         members = select_members(
             procs,
